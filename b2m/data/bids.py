@@ -144,7 +144,7 @@ def read_events(path: Path) -> list[Presentation]:
         line = row_index + 2
         genre = clean_genre(row["genre"] or "")
         if genre not in GENRES:
-            raise B2MError(f"{path}: line {line}: unknown genre {row['genre']!r}")
+            raise B2MError(f"{path}: line {line}: unknown genre {genre!r} (expected one of {', '.join(GENRES)})")
         try:
             clip = Clip(genre, int(row["track"]), float(row["start"]), float(row["end"]))
             events.append(Presentation(row_index, float(row["onset"]), float(row["duration"]), clip))

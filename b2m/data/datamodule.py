@@ -90,7 +90,8 @@ def load_subject(cfg: DictConfig, subject: str, space: EmbeddingSpace, seed: int
 
     def take(samples, idx) -> Split:
         clips = [samples.clips[i] for i in idx]
-        return Split(samples.x[idx], np.stack([targets[c] for c in clips]), clips)
+        y = np.stack([targets[c] for c in clips]) if clips else np.zeros((0, *space.shape), np.float32)
+        return Split(samples.x[idx], y, clips)
 
     test_split = Split(test.x, np.stack([targets[c] for c in test.clips]), test.clips, test.repeats)
     return SubjectSplits(subject, data, take(train, tr_idx), take(train, val_idx), test_split)
