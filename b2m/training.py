@@ -1,7 +1,8 @@
 """The training job behind `train.py`: data, targets, decoder, test metrics, files.
 
 Writes into `out_dir`: `config.yaml` (resolved), `metrics.json`, and
-`predictions/<subject>.npz` (`pred` and `true` float32 `[N, L, D]`, `clip_ids` `[N]`).
+`predictions/<subject>.npz` (`pred` and `true` float32 `[N, L, D]`, `clip_ids` `[N]`,
+`train_mean` `[L, D]`: the mean training embedding, for the baseline).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from b2m.config import save_config
 from b2m.data.datamodule import BrainDataModule
 from b2m.decoders import Decoder, build_decoder
-from b2m.evaluation.metrics import baseline_predictions, decoding_metrics
+from b2m.evaluation.metrics import metrics_table, summarise
 from b2m.io import save_npz, write_json
 from b2m.targets import build_space
 
@@ -41,25 +42,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for s, (tr, va) in enumerate(zip(train_splits, val_splits)):
             decoder.fit_closed_form(s, np.concatenate([tr.x, va.x]), np.concatenate([tr.y, va.y]))
 
-    metrics: dict[str, float] = {}
-    per_subject = []
+    per_subject = {}
     for s, subject in enumerate(dm.subjects):
         test = subject.test
         pred = predict(decoder, test.x, s)
+        train_mean = subject.train.y.mean(axis=0)
         save_npz(out_dir / "predictions" / f"{subject.subject}.npz", pred=pred, true=test.y,
-                 clip_ids=np.array(test.clip_ids))
-        rows = {f"test/{k}": v for k, v in decoding_metrics(pred, test.y).items()}
-        baselines = baseline_predictions(pred, subject.train.y, seed=int(cfg.seed))
-        for name, base in baselines.items():
-            rows.update({f"baseline/{name}/{k}": v for k, v in decoding_metrics(base, test.y).items()})
-        metrics.update({f"{subject.subject}/{k}": v for k, v in rows.items()})
-        per_subject.append(rows)
-    for key in per_subject[0]:
-        values = np.array([rows[key] for rows in per_subject])
-        metrics[key] = float(values.mean())
-        if len(values) > 1:
-            metrics[f"{key}_sd"] = float(values.std(ddof=1))
-    metrics["n_test_clips"] = float(len(dm.subjects[0].test.clips))
+                 clip_ids=np.array(test.clip_ids), train_mean=train_mean)
+        per_subject[subject.subject] = metrics_table(pred, test.y, train_mean, seed=int(cfg.seed))
+    metrics = summarise(per_subject)
+    metrics["n_test_clips"] = len(dm.subjects[0].test.clips)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 

@@ -68,13 +68,34 @@ def decoding_metrics(pred, true) -> dict[str, float]:
     }
 
 
-def baseline_predictions(pred, train_true, seed: int) -> dict[str, np.ndarray]:
+def baseline_predictions(pred, train_mean, seed: int) -> dict[str, np.ndarray]:
     """The two baselines of every table, for test predictions `pred` `[N, L, D]`:
-    `mean_train`, the mean training embedding for every clip, and `shuffled`, the
+    `mean_train`, the mean training embedding `train_mean` `[L, D]` for every clip, and `shuffled`, the
     predictions permuted so that no clip keeps its own (same distribution, wrong clip)."""
-    pred, train_true = np.asarray(pred), np.asarray(train_true)
-    mean = np.broadcast_to(train_true.mean(axis=0), pred.shape).copy()
+    pred = np.asarray(pred)
+    mean = np.broadcast_to(np.asarray(train_mean), pred.shape).copy()
     order = np.random.default_rng(seed).permutation(len(pred))
     shuffled = np.empty_like(pred)
     shuffled[order] = pred[np.roll(order, -1)]  # a cycle through a random order: a derangement
     return {"mean_train": mean, "shuffled": shuffled}
+
+
+def metrics_table(pred, true, train_mean, seed: int) -> dict[str, float]:
+    """`test/<metric>` of the predictions and `baseline/<name>/<metric>` of both baselines."""
+    rows = {f"test/{k}": v for k, v in decoding_metrics(pred, true).items()}
+    for name, base in baseline_predictions(pred, train_mean, seed).items():
+        rows.update({f"baseline/{name}/{k}": v for k, v in decoding_metrics(base, true).items()})
+    return rows
+
+
+def summarise(per_subject: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Flatten per-subject tables: `<subject>/<key>`, plus `<key>` (mean over subjects) and
+    `<key>_sd` (sd across subjects, 0 for one subject)."""
+    out: dict[str, float] = {}
+    for subject, rows in per_subject.items():
+        out.update({f"{subject}/{k}": v for k, v in rows.items()})
+    for key in next(iter(per_subject.values())):
+        values = np.array([rows[key] for rows in per_subject.values()])
+        out[key] = float(values.mean())
+        out[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
