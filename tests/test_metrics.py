@@ -55,3 +55,19 @@ def test_baselines_sit_at_chance(data):
     assert not any(np.allclose(base["shuffled"][i], pred[i]) for i in range(len(pred)))
     assert sorted(map(tuple, base["shuffled"])) == sorted(map(tuple, pred))
     assert decoding_metrics(base["mean_train"], true)["id_acc"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_torchmetrics_classes_accumulate_batches_like_the_functions(data):
+    import torch
+
+    from b2m.evaluation.metrics import METRICS, DecodingMetric
+
+    pred, true = (torch.tensor(a, dtype=torch.float32).reshape(30, 1, 12) for a in data)
+    for name, fn in METRICS.items():
+        metric = DecodingMetric(name)
+        for lo in range(0, 30, 7):
+            metric.update(pred[lo:lo + 7], true[lo:lo + 7])
+        assert float(metric.compute()) == pytest.approx(fn(data[0], data[1]), abs=1e-6)
+        metric.reset()
+        metric.update(pred[:10], true[:10])
+        assert float(metric.compute()) == pytest.approx(fn(data[0][:10], data[1][:10]), abs=1e-6)

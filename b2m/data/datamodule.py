@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -142,14 +142,19 @@ class _WindowDataset(Dataset):
 
 
 class _SubjectBatchSampler(Sampler[list[int]]):
-    """Batches that each hold one subject's items; shuffled (seeded per epoch) or in order."""
+    """Batches that each hold one subject's items; shuffled or in order.
 
-    def __init__(self, dataset: _WindowDataset, batch_size: int, shuffle: bool, seed: int) -> None:
+    The shuffle depends on (seed, epoch) only, with the epoch read from `epoch_fn`
+    (the trainer's), so a run resumed from a checkpoint sees the same batches.
+    """
+
+    def __init__(self, dataset: _WindowDataset, batch_size: int, shuffle: bool, seed: int,
+                 epoch_fn: Callable[[], int]) -> None:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
-        self.epoch = 0
+        self.epoch_fn = epoch_fn
 
     def _batches(self) -> list[list[int]]:
-        rng = np.random.default_rng(self.seed + self.epoch)
+        rng = np.random.default_rng([self.seed, self.epoch_fn()])
         batches = []
         for s in range(len(self.dataset.splits)):
             members = [k for k, (subj, _) in enumerate(self.dataset.index) if subj == s]
@@ -161,9 +166,7 @@ class _SubjectBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        self.epoch += 1
-        return iter([[int(k) for k in b] for b in batches])
+        return iter([[int(k) for k in b] for b in self._batches()])
 
     def __len__(self) -> int:
         return len(self._batches())
@@ -191,8 +194,12 @@ class BrainDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = _WindowDataset(self.split(name))
-        sampler = _SubjectBatchSampler(dataset, int(self.cfg.batch_size), shuffle, self.seed)
+        sampler = _SubjectBatchSampler(dataset, int(self.cfg.batch_size), shuffle, self.seed, self._epoch)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=int(self.cfg.num_workers))
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.current_epoch) if trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torchmetrics
 
 
 def _flat(x) -> torch.Tensor:
@@ -59,13 +60,7 @@ def mean_cosine(pred, true) -> float:
 
 def decoding_metrics(pred, true) -> dict[str, float]:
     """All decoding metrics for one set of predictions: keys id_acc, top1, top5, pearson, cosine."""
-    return {
-        "id_acc": identification_accuracy(pred, true),
-        "top1": top_k_accuracy(pred, true, 1),
-        "top5": top_k_accuracy(pred, true, 5),
-        "pearson": mean_pearson(pred, true),
-        "cosine": mean_cosine(pred, true),
-    }
+    return {name: fn(pred, true) for name, fn in METRICS.items()}
 
 
 def baseline_predictions(pred, train_mean, seed: int) -> dict[str, np.ndarray]:
@@ -99,3 +94,37 @@ def summarise(per_subject: dict[str, dict[str, float]]) -> dict[str, float]:
         out[key] = float(values.mean())
         out[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return out
+
+
+class DecodingMetric(torchmetrics.Metric):
+    """A torchmetrics wrapper of one metric above: accumulates `[B, L, D]` predictions and
+    targets over an epoch (across processes too) and scores them together, since
+    identification and top-k compare each clip with all the others."""
+
+    full_state_update = False
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
+        self.name = name
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+        self.preds.append(preds.detach().reshape(len(preds), -1).float())
+        self.targets.append(targets.detach().reshape(len(targets), -1).float())
+
+    def compute(self) -> torch.Tensor:
+        preds = torchmetrics.utilities.dim_zero_cat(self.preds)
+        targets = torchmetrics.utilities.dim_zero_cat(self.targets)
+        return torch.tensor(METRICS[self.name](preds.cpu(), targets.cpu()))
+
+
+METRICS = {
+    "id_acc": identification_accuracy,
+    "top1": lambda p, t: top_k_accuracy(p, t, 1),
+    "top5": lambda p, t: top_k_accuracy(p, t, 5),
+    "pearson": mean_pearson,
+    "cosine": mean_cosine,
+}
