@@ -93,13 +93,15 @@ def fit(cfg: DictConfig, decoder: Decoder, dm: BrainDataModule, out_dir: Path,
     decoder.set_target_stats(torch.from_numpy(np.concatenate([s.train.y for s in dm.subjects])))
     ckpt_dir = out_dir / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/id_acc", mode="max",
-                                 save_last=True)
+                                 enable_version_counter=False)
+    # A second checkpoint, unmonitored, rewritten after every epoch: what a resumed run starts from.
+    last_checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)
     logger = build_logger(cfg, out_dir)
     trainer = pl.Trainer(
         max_epochs=int(cfg.decoder.max_epochs),
         accelerator=tcfg.accelerator, devices=tcfg.devices, precision=tcfg.precision,
         deterministic=bool(tcfg.deterministic), logger=logger if logger is not None else False,
-        callbacks=[EarlyStopping("val/id_acc", mode="max", patience=int(tcfg.patience)), checkpoint,
+        callbacks=[EarlyStopping("val/id_acc", mode="max", patience=int(tcfg.patience)), checkpoint, last_checkpoint,
                    EpochSeed(int(cfg.seed)), *callbacks],
         default_root_dir=out_dir, log_every_n_steps=1, enable_model_summary=False,
     )

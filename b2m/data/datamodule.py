@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -141,20 +141,30 @@ class _WindowDataset(Dataset):
                 "subject": s, "index": i}
 
 
+class _EpochSetter:
+    """Receives the epoch: Lightning calls `set_epoch` on `batch_sampler.sampler` before each
+    epoch (as for a DistributedSampler), including the first epoch after a resume."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
 class _SubjectBatchSampler(Sampler[list[int]]):
     """Batches that each hold one subject's items; shuffled or in order.
 
-    The shuffle depends on (seed, epoch) only, with the epoch read from `epoch_fn`
-    (the trainer's), so a run resumed from a checkpoint sees the same batches.
+    The shuffle depends on (seed, epoch) only, so a run resumed from a checkpoint sees
+    the same batches as one that was never interrupted.
     """
 
-    def __init__(self, dataset: _WindowDataset, batch_size: int, shuffle: bool, seed: int,
-                 epoch_fn: Callable[[], int]) -> None:
+    def __init__(self, dataset: _WindowDataset, batch_size: int, shuffle: bool, seed: int) -> None:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
-        self.epoch_fn = epoch_fn
+        self.sampler = _EpochSetter()
 
     def _batches(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch_fn()])
+        rng = np.random.default_rng([self.seed, self.sampler.epoch])
         batches = []
         for s in range(len(self.dataset.splits)):
             members = [k for k, (subj, _) in enumerate(self.dataset.index) if subj == s]
@@ -166,7 +176,10 @@ class _SubjectBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter([[int(k) for k in b] for b in self._batches()])
+        # A generator: the order is drawn at the first batch, after Lightning's set_epoch,
+        # not when the DataLoader creates its iterator.
+        for batch in self._batches():
+            yield [int(k) for k in batch]
 
     def __len__(self) -> int:
         return len(self._batches())
@@ -194,12 +207,11 @@ class BrainDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = _WindowDataset(self.split(name))
-        sampler = _SubjectBatchSampler(dataset, int(self.cfg.batch_size), shuffle, self.seed, self._epoch)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=int(self.cfg.num_workers))
-
-    def _epoch(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return int(trainer.current_epoch) if trainer is not None else 0
+        sampler = _SubjectBatchSampler(dataset, int(self.cfg.batch_size), shuffle, self.seed)
+        # Its own generator: creating a loader iterator draws a seed, which must not come from
+        # (and shift) the global RNG that dropout uses.
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=int(self.cfg.num_workers),
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

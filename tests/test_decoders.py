@@ -1,0 +1,152 @@
+"""Decoders: shapes, multi-subject training, losses against references, ridge wrapper,
+resume after SIGKILL, and the sweep's command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from b2m.config import load_config
+from b2m.decoders import build_decoder
+from b2m.decoders.losses import contrastive_loss, cosine_loss
+from b2m.decoders.ridge import RidgeCV
+from conftest import make_bids
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["ridge", "mlp", "transformer"])
+def test_shapes_for_several_subjects(name):
+    cfg = load_config("train", [f"decoder={name}"]).decoder
+    if name != "ridge":
+        cfg.width = 32
+    decoder = build_decoder(cfg, n_voxels=[50, 70], n_window=4, target_shape=(3, 8))
+    for subject, v in enumerate([50, 70]):
+        assert decoder(torch.randn(5, 4, v), subject).shape == (5, 3, 8)
+
+
+def test_trained_decoder_learns_a_linear_map_for_both_subjects():
+    torch.manual_seed(0)
+    cfg = load_config("train", ["decoder=transformer", "decoder.width=32", "decoder.dropout=0.0",
+                                "decoder.input_dropout=0.0"]).decoder
+    decoder = build_decoder(cfg, n_voxels=[20, 30], n_window=3, target_shape=(1, 4))
+    maps = [torch.randn(3 * v, 4) / np.sqrt(3 * v) for v in (20, 30)]
+    xs = [torch.randn(64, 3, v) for v in (20, 30)]
+    ys = [(x.flatten(1) @ m).reshape(64, 1, 4) for x, m in zip(xs, maps)]
+    decoder.set_target_stats(torch.cat(ys))
+    opt = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    for step in range(300):
+        s = step % 2
+        batch = {"x": xs[s], "y": ys[s], "subject": torch.full((64,), s)}
+        loss = decoder.training_step(batch, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    decoder.eval()
+    for s in (0, 1):
+        r = np.corrcoef(decoder(xs[s], s).detach().flatten(), ys[s].flatten())[0, 1]
+        assert r > 0.9
+
+
+def test_losses_match_references():
+    rng = np.random.default_rng(0)
+    p, t = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    pn = p / np.linalg.norm(p, axis=1, keepdims=True)
+    tn = t / np.linalg.norm(t, axis=1, keepdims=True)
+    logits = pn @ tn.T / 0.1
+
+    def xent(lg):
+        lg = lg - lg.max(1, keepdims=True)
+        return -np.mean(np.diag(lg) - np.log(np.exp(lg).sum(1)))
+
+    expected = 0.5 * (xent(logits) + xent(logits.T))
+    got = contrastive_loss(torch.tensor(p), torch.tensor(t), temperature=0.1)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    assert float(cosine_loss(torch.tensor(p), torch.tensor(t))) == pytest.approx(1 - np.mean((pn * tn).sum(1)))
+
+
+def test_ridge_decoder_equals_the_solver():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3, 40)).astype(np.float32), rng.normal(size=(60, 1, 5)).astype(np.float32)
+    cfg = load_config("train", ["decoder.n_folds=3"]).decoder
+    decoder = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
+    decoder.fit_closed_form(0, x, y)
+    ridge = RidgeCV(alphas=list(cfg.alphas), n_folds=3).fit(x.reshape(60, -1), y.reshape(60, -1))
+    np.testing.assert_allclose(decoder(torch.from_numpy(x), 0).detach().numpy().reshape(60, -1),
+                               ridge.predict(x.reshape(60, -1)), rtol=1e-5, atol=1e-6)
+    state = decoder.state_dict()  # the fit lives in buffers, so a checkpoint holds it
+    other = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
+    other.load_state_dict(state)
+    assert torch.equal(other(torch.from_numpy(x), 0), decoder(torch.from_numpy(x), 0))
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pytorch_lightning.callbacks import Callback
+from b2m.config import load_config
+from b2m.training import train
+
+class KillAt(Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == int(os.environ["KILL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+callbacks = [KillAt()] if "KILL_AT_STEP" in os.environ else []
+train(load_config("train", sys.argv[1:]), callbacks)
+"""
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    root = make_bids(tmp_path / "bids", training_runs=(1, 2), test_runs=(1,), grid=(4, 4, 3))
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+
+    def run(out, kill_at=None):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        if kill_at is not None:
+            env["KILL_AT_STEP"] = str(kill_at)
+        args = [f"data.root={root}", "data.preprocess.mask=null", f"out_dir={out}", "decoder=mlp",
+                "decoder.width=16", "decoder.max_epochs=4", "trainer.logger=none", "trainer.patience=10",
+                "data.batch_size=16"]
+        return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
+                              cwd=tmp_path, timeout=600)
+
+    straight = run(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    # 72 training windows in batches of 16: 5 steps per epoch; step 12 is in the middle of epoch 3.
+    killed = run(tmp_path / "killed", kill_at=12)
+    assert killed.returncode == -signal.SIGKILL
+    assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = run(tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert a == b
+    with np.load(tmp_path / "straight" / "predictions" / "sub-001.npz") as fa, \
+            np.load(tmp_path / "killed" / "predictions" / "sub-001.npz") as fb:
+        np.testing.assert_array_equal(fa["pred"], fb["pred"])
+
+
+def test_sweep_agent_command_line_is_accepted():
+    sweep = yaml.safe_load((REPO / "configs" / "sweep.yaml").read_text())
+    assert sweep["program"] == "train.py" and sweep["command"][-1] == "${args}"
+    for pick in (0, -1):
+        # What `wandb agent` passes for ${args}: --name=value for every parameter.
+        args = []
+        for key, spec in sweep["parameters"].items():
+            value = spec["values"][pick] if "values" in spec else spec["min" if pick == 0 else "max"]
+            args.append(f"--{key}={value}")
+        cfg = load_config("train", args)
+        assert cfg.decoder.name == sweep["parameters"]["decoder"]["values"][pick]
+        assert cfg.decoder.lr == pytest.approx(sweep["parameters"]["decoder.lr"]["min" if pick == 0 else "max"])
+        assert list(cfg.data.delays_tr) == sweep["parameters"]["data.delays_tr"]["values"][pick]
