@@ -50,9 +50,12 @@ def test_track_style_is_deterministic_and_varies_within_a_genre():
     assert music.track_style("metal", 0).instruments[-1] == "drums"
 
 
-def test_unknown_genre_is_a_user_error():
+def test_bad_genre_or_track_is_a_user_error(tmp_path):
     with pytest.raises(B2MError, match="polka"):
         music.track_style("polka", 0)
+    with pytest.raises(B2MError, match="track number -1 of rock"):
+        music.write_stimuli(tmp_path, [("rock", 0), ("rock", -1)])
+    assert not (tmp_path / "genres").exists()  # nothing rendered before the check
 
 
 def test_pitch_map_moves_scale_degrees_onto_the_target_mode():

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import math
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ ROLE_VELOCITY = {"lead": 100, "comp": 70, "bass": 96}
 
 @dataclass(frozen=True)
 class Instrument:
-    """One GM melodic instrument: the caption's words for it, its program (0-based), its octave shift."""
+    """A GM melodic instrument: the caption's words for it, its program (0-based), and the octaves
+    by which it shifts the melody when it plays the lead."""
 
     name: str
     program: int
@@ -296,6 +298,8 @@ def track_style(genre: str, track: int) -> TrackStyle:
     """
     if genre not in STYLES:
         raise B2MError(f"unknown genre {genre!r}; expected one of {', '.join(GENRES)}")
+    if not 0 <= track <= 99_999:
+        raise B2MError(f"track number {track} of {genre} is outside GTZAN's 0-99999 (five digits)")
     style = STYLES[genre]
     rng = _rng("style", genre, track)
     piece = PIECES[(track + 6 * GENRES.index(genre)) % len(PIECES)]
@@ -325,8 +329,8 @@ Voice = tuple[tuple[int, float, float], ...]  # (MIDI pitch, start beat, end bea
 
 @dataclass(frozen=True)
 class Chorale:
-    """A parsed chorale: four voices (soprano first) in beats from its first downbeat, and one
-    chord per beat as (root pitch class, pitch classes)."""
+    """A parsed chorale: four voices (soprano first) in beats from the downbeat of its first bar,
+    and one chord per beat as (root pitch class, pitch classes)."""
 
     tonic: int
     mode: str  # one of SOURCE_MODES
@@ -404,33 +408,39 @@ def _place(pitch_class: int, low: int) -> int:
     return low + (pitch_class - low) % 12
 
 
-def _chord_tones(root: int, pcs: frozenset[int]) -> dict[str, int]:
-    """Intervals above the root (semitones) of the chord's third, fifth and seventh."""
+def _chord_tones(root: int, pcs: frozenset[int]) -> tuple[int, int, int | None]:
+    """Semitones above the root of the chord's third, fifth and seventh (None: no seventh sounds).
+
+    A chord without a third (open fifth, bare octave) is read as major.
+    """
     def has(interval: int) -> bool:
         return (root + interval) % 12 in pcs
 
     third = 3 if has(3) and not has(4) else 4
     fifth = 6 if has(6) and not has(7) else 7
-    seventh = 11 if has(11) and not has(10) else 10
-    return {"r": 0, "t": third, "f": fifth, "s": 9, "b": 10, "o": 12, "seventh": seventh}
+    seventh = 10 if has(10) else 11 if has(11) else None
+    return third, fifth, seventh
+
+
+def _bass_interval(symbol: str, root: int, pcs: frozenset[int]) -> int:
+    """Semitones above the root of a bass-pattern degree (r, t, f, s, b, o)."""
+    third, fifth, _ = _chord_tones(root, pcs)
+    return {"r": 0, "t": third, "f": fifth, "s": 9, "b": 10, "o": 12}[symbol]
 
 
 def _voicing(kind: str, root: int, pcs: frozenset[int]) -> list[int]:
-    """MIDI pitches of one chord in the style's voicing."""
-    tones = _chord_tones(root, pcs)
+    """MIDI pitches of one chord in a style's voicing (power, triad, seventh or jazz)."""
+    third, fifth, seventh = _chord_tones(root, pcs)
     if kind == "power":
         bottom = _place(root, 40)
         return [bottom, bottom + 7, bottom + 12]
     if kind == "triad":
-        intervals = (0, tones["t"], tones["f"])
-        low = 55
-    elif kind == "seventh":
-        intervals = (0, tones["t"], tones["f"], 10)
-        low = 52
-    else:  # jazz: rootless third, fifth, seventh, ninth
-        seventh = 11 if tones["t"] == 4 and tones["seventh"] == 11 else 10
-        intervals = (tones["t"], tones["f"], seventh, 14)
-        low = 50
+        intervals, low = (0, third, fifth), 55
+    elif kind == "seventh":  # blues and funk: a minor seventh on every chord
+        intervals, low = (0, third, fifth, 10), 52
+    else:  # jazz: rootless third, fifth, seventh and ninth; major sevenths on major chords without one
+        seventh = seventh or (11 if third == 4 else 10)
+        intervals, low = (third, fifth, seventh, 14), 50
     return sorted(_place((root + i) % 12, low) for i in intervals)
 
 
@@ -471,9 +481,12 @@ class _Arranger:
         return self.mapped(root) % 12, frozenset(self.mapped(p) % 12 for p in pcs)
 
     def note(self, pitch: int, start: float, end: float, velocity: int) -> pretty_midi.Note:
+        """A note between two track beats, its velocity humanised by a few steps."""
         jitter = int(self.rng.integers(-6, 7))
-        return pretty_midi.Note(int(np.clip(velocity + jitter, 1, 127)), int(np.clip(pitch, 0, 127)),
-                                self.time(start), self.time(end))
+        onset = self.time(start)
+        # Swing delays an off-beat onset, which can pass the end of a very short note.
+        offset = max(self.time(end), onset + 0.03)
+        return pretty_midi.Note(int(np.clip(velocity + jitter, 1, 127)), int(np.clip(pitch, 0, 127)), onset, offset)
 
     def voice(self, index: int, octave: int, velocity: int) -> list[pretty_midi.Note]:
         """Voice `index` of the chorale, looped from the track's first bar over all its bars."""
@@ -502,7 +515,7 @@ class _Arranger:
             if symbol == "a":  # a semitone below the next beat's root
                 pitch = _place(self.chord_at(math.floor(start) + 1)[0], 28) - 1
             else:
-                pitch = _place(root, 28) + _chord_tones(root, pcs)[symbol]
+                pitch = _place(root, 28) + _bass_interval(symbol, root, pcs)
             notes.append(self.note(pitch, start, end, ROLE_VELOCITY["bass"]))
         return notes
 
@@ -678,9 +691,8 @@ def write_stimuli(out_dir: Path, tracks: Iterable[tuple[str, int]], workers: int
     """
     out_dir = Path(out_dir)
     tracks = sorted({(genre, int(track)) for genre, track in tracks})
-    for genre, _ in tracks:
-        if genre not in STYLES:
-            raise B2MError(f"unknown genre {genre!r} in the stimulus list; expected one of {', '.join(GENRES)}")
+    for genre, track in tracks:
+        track_style(genre, track)  # a bad genre or track number fails here, before any work
     todo = [(g, t) for g, t in tracks if not _is_complete(stimulus_path(out_dir, g, t))]
     with tqdm(total=len(tracks), initial=len(tracks) - len(todo), desc="stimuli", unit="track") as progress:
         if workers <= 1:
@@ -688,7 +700,8 @@ def write_stimuli(out_dir: Path, tracks: Iterable[tuple[str, int]], workers: int
                 _write_track(out_dir, genre, track)
                 progress.update()
         elif todo:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # Spawned, not forked: safe when the caller holds threads (torch, BLAS).
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 for future in as_completed([pool.submit(_write_track, out_dir, g, t) for g, t in todo]):
                     future.result()
                     progress.update()

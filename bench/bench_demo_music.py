@@ -1,0 +1,65 @@
+"""Speed of the demo stimulus renderer: seconds per 30 s track, by stage, against real time.
+
+    python bench/bench_demo_music.py [--per-genre 2] [--workers 2]
+
+Prints per stage the wall and CPU seconds per track and the ratio of audio duration to wall
+time (x real time), then the wall time of write_stimuli on the same tracks with a process pool
+and its projection to the 540 tracks of the demo dataset. The machine's load skews wall times;
+CPU seconds are the steadier figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from b2m.data.clips import GENRES
+from b2m.data.demo import music
+
+
+def timed(function, *args):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-genre", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    tracks = [(genre, track) for genre in GENRES for track in range(args.per_genre)]
+
+    totals = {"parse chorale (once per process)": [0.0, 0.0], "arrange (MIDI)": [0.0, 0.0],
+              "synthesise + mix": [0.0, 0.0]}
+    for genre, track in tracks:
+        style = music.track_style(genre, track)
+        for stage, (_, wall, cpu) in zip(totals, (
+            timed(music.load_chorale, style.piece),
+            timed(music.arrange, style),
+            timed(music.render_track, genre, track),  # parse and arrangement are cached or cheap here
+        )):
+            totals[stage][0] += wall
+            totals[stage][1] += cpu
+
+    n = len(tracks)
+    print(f"{n} tracks of {music.TRACK_SECONDS:.0f} s at {music.SAMPLE_RATE} Hz, one process")
+    print(f"{'stage':36s} {'wall s/track':>12s} {'cpu s/track':>12s} {'x real time':>12s}")
+    for stage, (wall, cpu) in totals.items():
+        print(f"{stage:36s} {wall / n:12.3f} {cpu / n:12.3f} {music.TRACK_SECONDS * n / wall:12.1f}")
+    wall = sum(w for w, _ in totals.values())
+    cpu = sum(c for _, c in totals.values())
+    print(f"{'total':36s} {wall / n:12.3f} {cpu / n:12.3f} {music.TRACK_SECONDS * n / wall:12.1f}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, pool_wall, _ = timed(music.write_stimuli, Path(tmp), tracks, args.workers)
+    print(f"\nwrite_stimuli, {args.workers} workers: {pool_wall:.1f} s for {n} tracks "
+          f"({pool_wall / n:.3f} s/track, {music.TRACK_SECONDS * n / pool_wall:.1f} x real time); "
+          f"540 tracks projected: {540 * pool_wall / n:.0f} s (over-counts chorale parsing, "
+          f"which is paid once per piece and process)")
+
+
+if __name__ == "__main__":
+    main()
