@@ -39,6 +39,14 @@ def test_render_is_deterministic_and_well_formed():
     np.testing.assert_array_equal(audio, music.render_track("jazz", 2, sample_rate=8000, seconds=3.0))
 
 
+def test_stems_do_not_leak_into_each_other():
+    parts = music.arrange(music.track_style("rock", 3), seconds=2.0).instruments
+    together = music.render_stems(parts, 8000, 16000)
+    assert together.shape == (len(parts), 16000) and together.dtype == np.float32
+    for part, stem in zip(parts, together):
+        np.testing.assert_array_equal(stem, music.render_stems([part], 8000, 16000)[0])
+
+
 def test_track_style_is_deterministic_and_varies_within_a_genre():
     assert music.track_style("pop", 7) == music.track_style("pop", 7)
     styles = [music.track_style("pop", track) for track in range(12)]
