@@ -85,6 +85,16 @@ def test_drum_patterns(genre, kicks_per_beat):
     np.testing.assert_allclose(np.diff(kicks), 60.0 / style.tempo_bpm / kicks_per_beat)
 
 
+def test_arrangements_stay_in_playable_registers():
+    for genre in GENRES:
+        for track in range(4):
+            style = music.track_style(genre, track)
+            lead, comp, bass = music.arrange(style).instruments[:3]
+            assert all(36 <= n.pitch <= 96 for n in lead.notes + comp.notes), (genre, track)
+            assert all(24 <= n.pitch <= 64 for n in bass.notes), (genre, track)
+            assert all(n.end > n.start >= 0 for n in lead.notes + comp.notes + bass.notes)
+
+
 def test_classical_plays_the_four_chorale_voices_without_drums():
     style = music.track_style("classical", 3)
     midi = music.arrange(style, seconds=4.0)

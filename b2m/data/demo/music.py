@@ -114,7 +114,7 @@ STYLES: dict[str, GenreStyle] = {
     "blues": GenreStyle(
         tempo_bpm=(66, 96), modes=("mixolydian", "dorian"), tonics=(4, 9, 7, 10, 0),
         leads=(Instrument("harmonica", 22), Instrument("clean electric guitar", 27),
-               Instrument("overdriven guitar", 29, -12), Instrument("tenor saxophone", 66, -12)),
+               Instrument("overdriven guitar", 29, -1), Instrument("tenor saxophone", 66, -1)),
         comps=(Instrument("piano", 0), Instrument("organ", 16), Instrument("electric piano", 4)),
         basses=(Instrument("electric bass", 33), Instrument("upright bass", 32)),
         voicing="seventh", comp_pattern="x.xx.xx.xx.x", comp_gate=0.8, bass_pattern="r.rt.tf.fs.s",
@@ -180,8 +180,8 @@ STYLES: dict[str, GenreStyle] = {
     ),
     "jazz": GenreStyle(
         tempo_bpm=(100, 160), modes=("major", "dorian"), tonics=(5, 10, 3, 0, 7),
-        leads=(Instrument("tenor saxophone", 66, -12), Instrument("alto saxophone", 65),
-               Instrument("trumpet", 56), Instrument("vibraphone", 11), Instrument("jazz guitar", 26, -12)),
+        leads=(Instrument("tenor saxophone", 66, -1), Instrument("alto saxophone", 65),
+               Instrument("trumpet", 56), Instrument("vibraphone", 11), Instrument("jazz guitar", 26, -1)),
         comps=(Instrument("piano", 0), Instrument("jazz guitar", 26), Instrument("electric piano", 4)),
         basses=(Instrument("upright bass", 32),),
         voicing="jazz", comp_pattern="x....x......", comp_gate=0.6, bass_pattern="r..t..f..a..",
@@ -486,7 +486,7 @@ class _Arranger:
         onset = self.time(start)
         # Swing delays an off-beat onset, which can pass the end of a very short note.
         offset = max(self.time(end), onset + 0.03)
-        return pretty_midi.Note(int(np.clip(velocity + jitter, 1, 127)), int(np.clip(pitch, 0, 127)), onset, offset)
+        return pretty_midi.Note(int(np.clip(velocity + jitter, 1, 127)), pitch, onset, offset)
 
     def voice(self, index: int, octave: int, velocity: int) -> list[pretty_midi.Note]:
         """Voice `index` of the chorale, looped from the track's first bar over all its bars."""
