@@ -109,7 +109,7 @@ class GenreStyle:
     grooves: tuple[str, ...]  # caption phrases for the rhythm section
 
 
-ALL_KEYS = tuple(range(12))
+ALL_TONICS = tuple(range(12))
 STYLES: dict[str, GenreStyle] = {
     "blues": GenreStyle(
         tempo_bpm=(66, 96), modes=("mixolydian", "dorian"), tonics=(4, 9, 7, 10, 0),
@@ -125,7 +125,7 @@ STYLES: dict[str, GenreStyle] = {
         grooves=("a loping shuffle groove", "a slow twelve-eight shuffle", "a boogie bass line"),
     ),
     "classical": GenreStyle(
-        tempo_bpm=(56, 92), modes=("major", "minor"), tonics=ALL_KEYS,
+        tempo_bpm=(56, 92), modes=("major", "minor"), tonics=ALL_TONICS,
         leads=(Instrument("violin", 40), Instrument("flute", 73), Instrument("oboe", 68),
                Instrument("clarinet", 71)),
         comps=(Instrument("string ensemble", 48), Instrument("slow strings", 49)),
@@ -150,7 +150,7 @@ STYLES: dict[str, GenreStyle] = {
         grooves=("a brushed train-beat snare", "a boom-chick bass and strummed chords"),
     ),
     "disco": GenreStyle(
-        tempo_bpm=(112, 128), modes=("minor", "dorian", "major"), tonics=ALL_KEYS,
+        tempo_bpm=(112, 128), modes=("minor", "dorian", "major"), tonics=ALL_TONICS,
         leads=(Instrument("string section", 48), Instrument("brass section", 61),
                Instrument("synth strings", 50), Instrument("flute", 73)),
         comps=(Instrument("electric piano", 4), Instrument("funky rhythm guitar", 28),
@@ -165,7 +165,7 @@ STYLES: dict[str, GenreStyle] = {
         grooves=("four-on-the-floor drums", "a pulsing octave bass line and open hi-hats"),
     ),
     "hiphop": GenreStyle(
-        tempo_bpm=(80, 96), modes=("minor", "dorian"), tonics=ALL_KEYS,
+        tempo_bpm=(80, 96), modes=("minor", "dorian"), tonics=ALL_TONICS,
         leads=(Instrument("electric piano", 4), Instrument("muted trumpet", 59),
                Instrument("flute", 73), Instrument("vibraphone", 11)),
         comps=(Instrument("warm synth pad", 89), Instrument("electric piano", 4),
@@ -204,7 +204,7 @@ STYLES: dict[str, GenreStyle] = {
         grooves=("pounding double-kick drums", "galloping palm-muted power chords"),
     ),
     "pop": GenreStyle(
-        tempo_bpm=(96, 124), modes=("major", "minor"), tonics=ALL_KEYS,
+        tempo_bpm=(96, 124), modes=("major", "minor"), tonics=ALL_TONICS,
         leads=(Instrument("synth lead", 80), Instrument("piano", 0), Instrument("bright synth", 81),
                Instrument("clean electric guitar", 27)),
         comps=(Instrument("piano", 0), Instrument("warm synth pad", 89), Instrument("clean electric guitar", 27),
@@ -219,7 +219,7 @@ STYLES: dict[str, GenreStyle] = {
         grooves=("a steady backbeat", "handclaps on the backbeat and a syncopated bass"),
     ),
     "reggae": GenreStyle(
-        tempo_bpm=(64, 84), modes=("major", "dorian", "minor"), tonics=ALL_KEYS,
+        tempo_bpm=(64, 84), modes=("major", "dorian", "minor"), tonics=ALL_TONICS,
         leads=(Instrument("organ", 16), Instrument("trumpet", 56), Instrument("alto saxophone", 65),
                Instrument("harmonica", 22)),
         comps=(Instrument("skank guitar", 27), Instrument("bubble organ", 17), Instrument("piano", 0)),
