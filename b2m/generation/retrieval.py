@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -121,7 +122,7 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     errors = [e for e in entries if "error" in e]
     write_text(index_dir / ERRORS_FILE, "".join(json.dumps(e) + "\n" for e in errors))
     for e in errors:
-        tqdm.write(f"retrieval: skipped {e['path']}: {e['error']}")
+        tqdm.write(f"retrieval: skipped {e['path']}: {e['error']}", file=sys.stderr)
     return {"files": len(entries) - len(errors), "new": new, "errors": errors}
 
 
