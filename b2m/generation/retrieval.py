@@ -53,9 +53,9 @@ def list_audio(root: str | Path) -> list[Path]:
 
 def track_key(name: str) -> str:
     """The track name of a path or name: its file name without an audio suffix (`blues.00012`)."""
-    name = Path(name).name
-    suffix = Path(name).suffix
-    return name[: -len(suffix)] if suffix.lower() in AUDIO_SUFFIXES else name
+    base = os.path.basename(name)
+    stem, suffix = os.path.splitext(base)
+    return stem if suffix.lower() in AUDIO_SUFFIXES else base
 
 
 def load_database_audio(path: Path, sample_rate: int) -> np.ndarray:
