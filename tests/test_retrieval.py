@@ -132,6 +132,15 @@ def test_interrupted_build_resumes_without_recomputing(tmp_path):
     _write_db(audio / "more", n=1, seed=5)
     assert build_index(audio, tmp_path / "index", space, chunk_size=2)["new"] == 1
     assert calls == [1]
+    grown = RetrievalIndex.load(tmp_path / "index", device="cpu").paths
+    assert len(grown) == 8
+
+    # Deleting a chunk's list redoes that chunk only, and leaves the other chunks whole.
+    (tmp_path / "index" / "parts" / "000001.jsonl").unlink()
+    calls.clear()
+    assert build_index(audio, tmp_path / "index", space, chunk_size=2)["new"] == 2
+    assert calls == [2]
+    assert sorted(RetrievalIndex.load(tmp_path / "index", device="cpu").paths) == sorted(grown)
 
 
 def test_index_refuses_another_space_or_folder(tmp_path):

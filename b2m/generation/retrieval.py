@@ -89,8 +89,9 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     """Embed every audio file under `audio_dir` into `index_dir`, resuming where a previous build stopped.
 
     Returns a summary: `{"files": embedded in total, "new": embedded now, "errors": [{"path", "error"}]}`.
-    Unreadable files are recorded in `errors.jsonl` and skipped (delete that file's
-    chunk to retry it). An index built with another space or audio folder is refused.
+    Unreadable files are recorded in `errors.jsonl` and skipped (delete the chunk's
+    `parts/*.jsonl` to redo that chunk). An index built with another space or audio
+    folder is refused.
     """
     audio_dir, index_dir = Path(audio_dir), Path(index_dir)
     if space.modality != "audio":
@@ -108,11 +109,12 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     parts = _complete_parts(index_dir)
     done = {entry["path"] for part in parts for entry in _read_jsonl(part)}
     files = [p for p in list_audio(audio_dir) if p.relative_to(audio_dir).as_posix() not in done]
-    new = 0
+    new, number = 0, 1 + max((int(p.stem) for p in parts), default=-1)
     for lo in tqdm(range(0, len(files), chunk_size), desc=f"index {space.name}", disable=not files):
         entries, emb = _embed_chunk(space, audio_dir, files[lo:lo + chunk_size])
         # The .npy first: the .jsonl is what marks the chunk complete.
-        name = f"{len(parts):06d}"
+        name = f"{number:06d}"
+        number += 1
         save_npy(index_dir / PARTS / f"{name}.npy", emb)
         write_text(index_dir / PARTS / f"{name}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
         parts.append(index_dir / PARTS / f"{name}.jsonl")
