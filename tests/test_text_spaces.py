@@ -73,8 +73,7 @@ def test_pool_slots_more_slots_than_tokens():
 
 
 def _tiny_musicgen(t5_config):
-    from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration)
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
 
     audio = EncodecConfig(target_bandwidths=[2.2], sampling_rate=32000, audio_channels=1, num_filters=4,
                           hidden_size=16, upsampling_ratios=[8, 5, 4, 4], codebook_size=32, codebook_dim=16)

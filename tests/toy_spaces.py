@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -17,8 +17,8 @@ class BandEnergy(EmbeddingSpace):
     name = "test_band_energy"
     modality = "audio"
 
-    def __init__(self, sample_rate: int = 800, frame: int = 40, bands: int = 4, **config: Any) -> None:
-        super().__init__(sample_rate=sample_rate, frame=frame, bands=bands, **config)
+    def __init__(self, sample_rate: int = 800, frame: int = 40, bands: int = 4) -> None:
+        super().__init__(sample_rate=sample_rate, frame=frame, bands=bands)
         self.sample_rate, self.frame, self.bands = sample_rate, frame, bands
 
     @property

@@ -47,8 +47,8 @@ class CaptionSpace(EmbeddingSpace):
     name = "caption"
     modality = "text"
 
-    def __init__(self, weights: str | None = None, max_length: int = 256, **config: Any) -> None:
-        super().__init__(weights=weights, max_length=max_length, **config)
+    def __init__(self, weights: str | None = None, max_length: int = 256) -> None:
+        super().__init__(weights=weights, max_length=max_length)
         from transformers import AutoModel, AutoTokenizer
 
         if weights is None:
@@ -112,13 +112,13 @@ class MusicgenTextSpace(EmbeddingSpace):
     modality = "text"
 
     def __init__(self, weights: str = "tiny", slots: int = 1, d_model: int = 32, num_layers: int = 2,
-                 num_heads: int = 4, seed: int = 0, **config: Any) -> None:
+                 num_heads: int = 4, seed: int = 0) -> None:
         if slots < 1:
             raise B2MError(f"musicgen_text.slots: must be >= 1, got {slots}")
         tiny = weights == "tiny"
         # Only the keys that change the tiny model belong in its cache key.
         extra = dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, seed=seed) if tiny else {}
-        super().__init__(weights=weights, slots=slots, **extra, **config)
+        super().__init__(weights=weights, slots=slots, **extra)
         self.slots = slots
         if tiny:
             self.tokenizer, self.encoder = _tiny_t5(d_model, num_layers, num_heads, seed)

@@ -32,10 +32,10 @@ class WindowedSpace(EmbeddingSpace):
     modality = "audio"
 
     def __init__(self, inner: str = "acoustic", inner_config: Mapping[str, Any] | None = None,
-                 window_s: float = 10.0, stride_s: float = 1.5, clip_s: float = 15.0, **config: Any) -> None:
+                 window_s: float = 10.0, stride_s: float = 1.5, clip_s: float = 15.0) -> None:
         inner_config = dict(inner_config or {})
         super().__init__(inner=inner, inner_config=inner_config, window_s=window_s, stride_s=stride_s,
-                         clip_s=clip_s, **config)
+                         clip_s=clip_s)
         if not 0 < window_s <= clip_s or stride_s <= 0:
             raise B2MError(f"windowed: need 0 < window_s <= clip_s and stride_s > 0, "
                            f"got window_s={window_s}, stride_s={stride_s}, clip_s={clip_s}")
