@@ -1,0 +1,155 @@
+"""Reading a BIDS dataset in the ds003720 layout: subjects, runs, events, sidecar TR.
+
+    <root>/sub-001/func/sub-001_task-Training_run-01_bold.nii
+    <root>/sub-001/func/sub-001_task-Training_run-01_events.tsv
+    <root>/sub-001/func/sub-001_task-Training_run-01_bold.json
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from b2m.data.clips import GENRES, Clip
+from b2m.errors import B2MError
+
+TASKS = ("Training", "Test")
+EVENT_COLUMNS = ("onset", "duration", "genre", "track", "start", "end")
+_RUN_RE = re.compile(r"^(sub-[A-Za-z0-9]+)_task-(Training|Test)_run-(\d+)_bold\.nii(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """One row of an events file: `clip` heard from `onset` for `duration` seconds."""
+
+    row: int
+    onset: float
+    duration: float
+    clip: Clip
+
+
+@dataclass(frozen=True)
+class Run:
+    """One functional run of one subject."""
+
+    subject: str
+    task: str
+    run: int
+    bold: Path
+
+    @property
+    def stem(self) -> str:
+        return f"{self.subject}_task-{self.task}_run-{self.run:02d}"
+
+    @property
+    def events(self) -> Path:
+        return self.bold.parent / f"{self.stem}_events.tsv"
+
+    @property
+    def sidecar(self) -> Path:
+        return self.bold.parent / f"{self.stem}_bold.json"
+
+    @property
+    def name(self) -> str:
+        """`Training-01`: a file-name-safe label of the run within its subject."""
+        return f"{self.task}-{self.run:02d}"
+
+
+def subject_label(subject: int | str) -> str:
+    """`1`, `"1"`, `"001"` or `"sub-001"` -> `"sub-001"`."""
+    text = str(subject)
+    if text.startswith("sub-"):
+        text = text[4:]
+    if not text.isalnum():
+        raise B2MError(f"data.subjects: invalid subject {subject!r}")
+    return f"sub-{int(text):03d}" if text.isdigit() else f"sub-{text}"
+
+
+class BIDSDataset:
+    """A BIDS root in the ds003720 layout."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise B2MError(f"{self.root}: data root not found")
+
+    def subjects(self) -> list[str]:
+        return sorted(p.name for p in self.root.glob("sub-*") if p.is_dir())
+
+    def runs(self, subject: str, task: str) -> list[Run]:
+        """The runs of `subject` for `task` ("Training" or "Test"), sorted by run number."""
+        folder = self.root / subject / "func"
+        if not folder.is_dir():
+            raise B2MError(f"{folder}: subject {subject} not found (have: {', '.join(self.subjects()) or 'none'})")
+        runs = []
+        for path in folder.iterdir():
+            m = _RUN_RE.match(path.name)
+            if m and m.group(1) == subject and m.group(2) == task:
+                runs.append(Run(subject, task, int(m.group(3)), path))
+        runs.sort(key=lambda r: r.run)
+        if not runs:
+            raise B2MError(f"{folder}: no task-{task} runs for {subject}")
+        return runs
+
+    def select_runs(self, subject: str, task: str, run_numbers: list[int] | None) -> list[Run]:
+        """The runs numbered `run_numbers` (all when None); a missing one is an error."""
+        runs = self.runs(subject, task)
+        if run_numbers is None:
+            return runs
+        by_number = {r.run: r for r in runs}
+        missing = [n for n in run_numbers if n not in by_number]
+        if missing:
+            raise B2MError(
+                f"{self.root / subject / 'func'}: task-{task} run(s) {missing} not found "
+                f"(have {sorted(by_number)})"
+            )
+        return [by_number[n] for n in run_numbers]
+
+
+def repetition_time(run: Run) -> float:
+    """The TR in seconds from the run's sidecar JSON."""
+    try:
+        meta = json.loads(run.sidecar.read_text())
+    except FileNotFoundError:
+        raise B2MError(f"{run.sidecar}: sidecar JSON missing") from None
+    except json.JSONDecodeError as err:
+        raise B2MError(f"{run.sidecar}: invalid JSON ({err.msg})") from None
+    tr = meta.get("RepetitionTime")
+    if not isinstance(tr, (int, float)) or tr <= 0:
+        raise B2MError(f"{run.sidecar}: RepetitionTime missing or not a positive number")
+    return float(tr)
+
+
+def clean_genre(text: str) -> str:
+    """Strip the quotes that ds003720's events carry, on either or both sides."""
+    return text.strip().strip("'\"").strip()
+
+
+def read_events(path: Path) -> list[Presentation]:
+    """Read an events.tsv: one Presentation per row, in file order (row 0 first)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise B2MError(f"{path}: events file missing") from None
+    lines = text.splitlines()
+    reader = csv.DictReader(lines, delimiter="\t")
+    missing = [c for c in EVENT_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise B2MError(f"{path}: events file lacks column(s) {', '.join(missing)}")
+    events = []
+    for row_index, row in enumerate(reader):
+        line = row_index + 2
+        genre = clean_genre(row["genre"] or "")
+        if genre not in GENRES:
+            raise B2MError(f"{path}: line {line}: unknown genre {genre!r} (expected one of {', '.join(GENRES)})")
+        try:
+            clip = Clip(genre, int(row["track"]), float(row["start"]), float(row["end"]))
+            events.append(Presentation(row_index, float(row["onset"]), float(row["duration"]), clip))
+        except (TypeError, ValueError):
+            raise B2MError(f"{path}: line {line}: non-numeric onset, duration, track, start or end") from None
+    if not events:
+        raise B2MError(f"{path}: events file has no rows")
+    return events

@@ -1,0 +1,1 @@
+"""Evaluation: identification accuracy and retrieval metrics, baselines, reports."""

@@ -1,0 +1,101 @@
+"""Decoding metrics on predicted vs true embeddings, flattened to `[N, L*D]`.
+
+identification accuracy (Brain2Music): for each test clip i, the fraction of the
+other clips j with corr(pred_i, true_i) > corr(pred_i, true_j); mean over i;
+chance 0.5. top-k: the true clip ranks among the k best-correlated of all N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _flat(x) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64)
+    return x.reshape(len(x), -1)
+
+
+def correlation_matrix(pred, true) -> torch.Tensor:
+    """`C[i, j]` = Pearson r between `pred[i]` and `true[j]` across features: `[N, N]`."""
+    p, t = _flat(pred), _flat(true)
+    p = p - p.mean(dim=1, keepdim=True)
+    t = t - t.mean(dim=1, keepdim=True)
+    p = p / p.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    t = t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return p @ t.T
+
+
+def identification_accuracy(pred, true) -> float:
+    """Mean over clips of the fraction of other clips beaten by the right one (chance 0.5)."""
+    c = correlation_matrix(pred, true)
+    n = len(c)
+    if n < 2:
+        raise ValueError("identification accuracy needs at least 2 clips")
+    wins = (c.diagonal()[:, None] > c).double().sum(dim=1)  # the diagonal never beats itself
+    return float((wins / (n - 1)).mean())
+
+
+def top_k_accuracy(pred, true, k: int) -> float:
+    """Fraction of clips whose true embedding is among the `k` best-correlated with the prediction."""
+    c = correlation_matrix(pred, true)
+    rank = (c > c.diagonal()[:, None]).sum(dim=1)  # how many clips beat the right one
+    return float((rank < k).double().mean())
+
+
+def mean_pearson(pred, true) -> float:
+    """Pearson r per embedding dimension across clips, averaged over dimensions."""
+    p, t = _flat(pred), _flat(true)
+    p = p - p.mean(dim=0)
+    t = t - t.mean(dim=0)
+    r = (p * t).sum(dim=0) / (p.norm(dim=0) * t.norm(dim=0)).clamp_min(1e-12)
+    return float(r.mean())
+
+
+def mean_cosine(pred, true) -> float:
+    """Cosine similarity of each prediction with its true embedding, averaged over clips."""
+    return float(torch.nn.functional.cosine_similarity(_flat(pred), _flat(true), dim=1).mean())
+
+
+def decoding_metrics(pred, true) -> dict[str, float]:
+    """All decoding metrics for one set of predictions: keys id_acc, top1, top5, pearson, cosine."""
+    return {
+        "id_acc": identification_accuracy(pred, true),
+        "top1": top_k_accuracy(pred, true, 1),
+        "top5": top_k_accuracy(pred, true, 5),
+        "pearson": mean_pearson(pred, true),
+        "cosine": mean_cosine(pred, true),
+    }
+
+
+def baseline_predictions(pred, train_mean, seed: int) -> dict[str, np.ndarray]:
+    """The two baselines of every table, for test predictions `pred` `[N, L, D]`:
+    `mean_train`, the mean training embedding `train_mean` `[L, D]` for every clip, and `shuffled`, the
+    predictions permuted so that no clip keeps its own (same distribution, wrong clip)."""
+    pred = np.asarray(pred)
+    mean = np.broadcast_to(np.asarray(train_mean), pred.shape).copy()
+    order = np.random.default_rng(seed).permutation(len(pred))
+    shuffled = np.empty_like(pred)
+    shuffled[order] = pred[np.roll(order, -1)]  # a cycle through a random order: a derangement
+    return {"mean_train": mean, "shuffled": shuffled}
+
+
+def metrics_table(pred, true, train_mean, seed: int) -> dict[str, float]:
+    """`test/<metric>` of the predictions and `baseline/<name>/<metric>` of both baselines."""
+    rows = {f"test/{k}": v for k, v in decoding_metrics(pred, true).items()}
+    for name, base in baseline_predictions(pred, train_mean, seed).items():
+        rows.update({f"baseline/{name}/{k}": v for k, v in decoding_metrics(base, true).items()})
+    return rows
+
+
+def summarise(per_subject: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Flatten per-subject tables: `<subject>/<key>`, plus `<key>` (mean over subjects) and
+    `<key>_sd` (sd across subjects, 0 for one subject)."""
+    out: dict[str, float] = {}
+    for subject, rows in per_subject.items():
+        out.update({f"{subject}/{k}": v for k, v in rows.items()})
+    for key in next(iter(per_subject.values())):
+        values = np.array([rows[key] for rows in per_subject.values()])
+        out[key] = float(values.mean())
+        out[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
