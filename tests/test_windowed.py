@@ -53,3 +53,16 @@ def test_short_waveform_and_bad_config_raise():
         build_space("windowed", inner="test_band_energy", window_s=20.0, stride_s=1.5, clip_s=15.0)
     with pytest.raises(B2MError, match="L = 1"):
         build_space("windowed", inner="windowed", inner_config={"inner": "test_band_energy", "clip_s": 15.0})
+
+
+def test_registered_spaces_and_windowed_acoustic():
+    from b2m.targets import SPACES
+
+    space = build_space("windowed", inner="acoustic")  # Brain2Music's 10 s windows every 1.5 s of 15 s
+    assert {"acoustic", "caption", "musicgen_text", "windowed"} <= set(SPACES)
+    inner = build_space("acoustic")
+    assert space.sample_rate == inner.sample_rate and space.shape == (4, inner.shape[1])
+    wave = np.random.default_rng(2).standard_normal(15 * inner.sample_rate).astype(np.float32)
+    emb = space.embed_batch([wave])
+    lo, hi = space.window_bounds()[2]
+    np.testing.assert_allclose(emb[0, 2], inner.embed_batch([wave[lo:hi]])[0, 0], rtol=1e-5, atol=1e-6)
