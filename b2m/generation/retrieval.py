@@ -17,6 +17,7 @@ cosine top-k over the flattened `[L * D]` vectors, batched in torch (CUDA when p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -169,9 +170,14 @@ class RetrievalIndex:
         self.paths = [str(p) for p in paths]
         self.meta = meta or {}
         self.unit = F.normalize(torch.from_numpy(embeddings).to(self.device), dim=1)
-        self._by_track: dict[str, list[int]] = {}
+
+    @functools.cached_property
+    def _by_track(self) -> dict[str, list[int]]:
+        """Database rows per track name, for exclusions (built on first use)."""
+        rows: dict[str, list[int]] = {}
         for i, p in enumerate(self.paths):
-            self._by_track.setdefault(track_key(p), []).append(i)
+            rows.setdefault(track_key(p), []).append(i)
+        return rows
 
     @classmethod
     def load(cls, index_dir: str | Path, device: str | None = None) -> "RetrievalIndex":
