@@ -6,7 +6,7 @@ argsort) and with the bare similarity product `queries @ database.T` in torch,
 the floor for any exact search. Goals: query >= 10x faster than numpy argsort,
 and within 1.5x of the bare product.
 
-    python bench/retrieval.py [--device cpu|cuda] [--repeats 3]
+    python bench/retrieval.py [--device cpu|cuda] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def peak_extra_mib(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)

