@@ -72,9 +72,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _parse_value(key: str, text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        value = yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
         raise B2MError(f"config: cannot parse the value of {key}: {text!r}") from None
+    if isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; a sweep agent passes such floats.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _set(cfg: DictConfig, dotted: str, value: Any) -> None:

@@ -68,7 +68,9 @@ class AcousticSpace(EmbeddingSpace):
         mean, std = logmel.mean(dim=1), logmel.std(dim=1)
         envelopes = logmel.reshape(self.n_groups, -1, logmel.shape[1]).mean(dim=1)
         envelopes = envelopes - envelopes.mean(dim=1, keepdim=True)
-        power = torch.fft.rfft(envelopes, dim=1).abs() ** 2 / envelopes.shape[1]
+        # A taper keeps the clip's edges from leaking into every modulation band.
+        taper = torch.hann_window(envelopes.shape[1], periodic=False)
+        power = torch.fft.rfft(envelopes * taper, dim=1).abs() ** 2 / envelopes.shape[1]
         mod_freqs = torch.fft.rfftfreq(envelopes.shape[1], d=self.hop / self.sample_rate)
         bands = [power[:, (mod_freqs >= lo) & (mod_freqs < hi)].mean(dim=1) for lo, hi in MOD_BANDS_HZ]
         modulation = torch.log(torch.stack(bands, dim=1) + 1e-6).flatten()  # [n_groups * n_bands]

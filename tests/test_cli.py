@@ -1,0 +1,60 @@
+"""The entry scripts end to end on a small dataset: outputs, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import make_bids
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+def test_train_then_evaluate(tmp_path):
+    root = make_bids(tmp_path / "bids", training_runs=(1, 2), test_runs=(1,))
+    out = tmp_path / "run"
+    res = run("train.py", f"data.root={root}", "data.preprocess.mask=null", f"out_dir={out}",
+              "decoder.n_folds=3")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test/id_acc", "test/top1", "test/top5", "test/pearson", "test/cosine",
+                "baseline/mean_train/id_acc", "baseline/shuffled/id_acc", "sub-001/test/id_acc"):
+        assert 0.0 <= metrics[key] <= 1.0 or key.endswith(("pearson", "cosine"))
+    assert metrics["n_test_clips"] == 10
+    with np.load(out / "predictions" / "sub-001.npz", allow_pickle=False) as f:
+        assert f["pred"].shape == f["true"].shape == (10, 1, 112)
+        assert len(set(f["clip_ids"])) == 10
+    assert "decoder:" in (out / "config.yaml").read_text()
+
+    res = run("evaluate.py", f"run={out}")
+    assert res.returncode == 0, res.stderr
+    evaluation = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert evaluation["test/id_acc"] == metrics["test/id_acc"]
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    res = run("train.py", f"data.root={tmp_path / 'missing'}", f"out_dir={out}")
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {tmp_path / 'missing'}: data root not found"
+    assert not out.exists()
+
+    root = make_bids(tmp_path / "bids")
+    res = run("train.py", f"data.root={root}", "data.subjects=[4]", f"out_dir={out}")
+    assert res.returncode == 2 and "sub-004" in res.stderr and "not found" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+
+    res = run("train.py", "decoder.alphaz=3")
+    assert res.returncode == 2 and res.stderr.strip() == "error: config: unknown key 'decoder.alphaz'"
+
+    res = run("evaluate.py", f"run={tmp_path / 'nothing'}")
+    assert res.returncode == 2 and "no sub-*.npz prediction files" in res.stderr
