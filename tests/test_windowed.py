@@ -66,3 +66,16 @@ def test_registered_spaces_and_windowed_acoustic():
     emb = space.embed_batch([wave])
     lo, hi = space.window_bounds()[2]
     np.testing.assert_allclose(emb[0, 2], inner.embed_batch([wave[lo:hi]])[0, 0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("choice, shape", [
+    ("caption", (1, 384)), ("musicgen_text", (1, 32)), ("acoustic_windows", (4, 64 + 8 * 6)),
+])
+def test_target_configs_build_their_space(choice, shape):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "target" / f"{choice}.yaml"
+    params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    assert build_space(params.pop("name"), **params).shape == shape
