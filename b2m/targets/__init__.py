@@ -26,7 +26,7 @@ def build_space(name: str, **config: Any) -> EmbeddingSpace:
 
 def _import_all() -> None:
     # Importing the modules runs their @register decorators.
-    from b2m.targets import acoustic  # noqa: F401
+    from b2m.targets import acoustic, text, windowed  # noqa: F401
 
 
 __all__ = ["EmbeddingSpace", "SPACES", "build_space", "embed_clips", "register"]

@@ -1,0 +1,75 @@
+"""`windowed`: any pooled audio space applied to sliding windows of the clip.
+
+Turns an inner space of shape `(1, D)` into `(L, D)`, one vector per window, where
+`L = 1 + floor((clip_s - window_s) / stride_s)` (Brain2Music: 10 s windows every 1.5 s
+over a 15 s clip gives L = 4).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from b2m.errors import B2MError
+from b2m.targets import build_space, register
+from b2m.targets.base import EmbeddingSpace
+
+# Clip lengths rounded to whole samples may miss a few samples of the last window.
+_TOLERANCE_S = 0.01
+
+
+@register
+class WindowedSpace(EmbeddingSpace):
+    """An inner audio space on windows of `window_s` seconds every `stride_s` seconds.
+
+    Config: `inner` (the inner space's name), `inner_config` (its config),
+    `window_s`, `stride_s`, `clip_s` (seconds; `clip_s` fixes L, later samples are ignored).
+    """
+
+    name = "windowed"
+    modality = "audio"
+
+    def __init__(self, inner: str = "acoustic", inner_config: Mapping[str, Any] | None = None,
+                 window_s: float = 10.0, stride_s: float = 1.5, clip_s: float = 15.0) -> None:
+        inner_config = dict(inner_config or {})
+        super().__init__(inner=inner, inner_config=inner_config, window_s=window_s, stride_s=stride_s,
+                         clip_s=clip_s)
+        if not 0 < window_s <= clip_s or stride_s <= 0:
+            raise B2MError(f"windowed: need 0 < window_s <= clip_s and stride_s > 0, "
+                           f"got window_s={window_s}, stride_s={stride_s}, clip_s={clip_s}")
+        self.inner = build_space(inner, **inner_config)
+        if self.inner.modality != "audio" or self.inner.shape[0] != 1:
+            raise B2MError(f"windowed.inner: {inner!r} must be an audio space with L = 1, "
+                           f"got modality {self.inner.modality!r}, shape {self.inner.shape}")
+        self.sample_rate = self.inner.sample_rate
+        self.window_s, self.stride_s, self.clip_s = window_s, stride_s, clip_s
+        # A small epsilon so that e.g. (15 - 10) / 2.5 = 2 is not floored to 1 by rounding.
+        self.n_windows = 1 + math.floor((clip_s - window_s) / stride_s + 1e-9)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n_windows, self.inner.shape[1]
+
+    def window_bounds(self) -> list[tuple[int, int]]:
+        """`[start, end)` sample indices of each window at `sample_rate`."""
+        sr = self.sample_rate
+        n = int(round(self.window_s * sr))
+        return [(int(round(i * self.stride_s * sr)), int(round(i * self.stride_s * sr)) + n)
+                for i in range(self.n_windows)]
+
+    def embed_batch(self, items: Sequence[np.ndarray]) -> np.ndarray:
+        """Waveforms `[samples]` at `sample_rate` Hz -> float32 `[N, L, D]`."""
+        bounds = self.window_bounds()
+        need = bounds[-1][1]
+        windows = []
+        for wave in items:
+            wave = np.asarray(wave, dtype=np.float32)
+            if len(wave) < need - _TOLERANCE_S * self.sample_rate:
+                raise B2MError(f"windowed: a waveform of {len(wave) / self.sample_rate:.2f} s is shorter "
+                               f"than its windows need ({need / self.sample_rate:.2f} s, clip_s={self.clip_s})")
+            wave = np.pad(wave, (0, max(0, need - len(wave))))
+            windows.extend(wave[lo:hi] for lo, hi in bounds)
+        emb = self.inner.embed_batch(windows)  # [N * L, 1, D]
+        return emb.reshape(len(items), self.n_windows, -1).astype(np.float32)

@@ -1,0 +1,218 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+from toy_spaces import BandEnergy, toy_registry  # noqa: F401  (fixture)
+
+from b2m.errors import B2MError
+from b2m.generation.retrieval import RetrievalIndex, build_index, retrieve_predictions
+from b2m.targets import build_space
+
+
+def _write_db(root, n=6, seconds=2.0, rate=1000, seed=0):
+    """GTZAN-like names in nested folders: `<genre>/<genre>.000NN.wav`, noise of distinct spectra."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        genre = ("blues", "jazz")[i % 2]
+        path = root / genre / f"{genre}.{i:05d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wave = np.convolve(rng.standard_normal(int(seconds * rate)), rng.standard_normal(8), mode="same")
+        sf.write(path, (0.1 * wave / np.abs(wave).max()).astype(np.float32), rate)
+        paths.append(path)
+    return paths
+
+
+def _reference_embedding(space, path):
+    """Independent of the loader: read, mix to mono, fade 2 s (or half), RMS 0.1, resample with scipy."""
+    wave, rate = sf.read(path, dtype="float64", always_2d=True)
+    wave = wave.mean(1)
+    n_fade = min(2 * rate, len(wave) // 2)
+    ramp = np.arange(n_fade) / n_fade
+    wave[:n_fade] *= ramp
+    wave[len(wave) - n_fade:] *= ramp[::-1]
+    wave *= 0.1 / np.sqrt(np.mean(wave ** 2))
+    g = np.gcd(rate, space.sample_rate)
+    wave = resample_poly(wave, space.sample_rate // g, rate // g)
+    return space.embed_batch([wave.astype(np.float32)])[0].reshape(-1)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_index_embeds_every_format_and_skips_corrupt_files(tmp_path, capsys):
+    audio = tmp_path / "audio"
+    paths = _write_db(audio, n=4)
+    rng = np.random.default_rng(1)
+    stereo = audio / "rock" / "deep" / "rock.00009.flac"
+    stereo.parent.mkdir(parents=True)
+    sf.write(stereo, 0.1 * rng.standard_normal((1600, 2)), 800)
+    mp3 = audio / "pop.00002.MP3"
+    sf.write(mp3, (0.1 * rng.standard_normal(16000)).astype(np.float32), 8000, format="MP3")
+    (audio / "blues" / "blues.00099.wav").write_bytes(b"RIFF not really a wav")
+    (audio / "notes.txt").write_text("not audio")
+
+    space = BandEnergy()
+    summary = build_index(audio, tmp_path / "index", space, chunk_size=3)
+    assert summary["files"] == 6 and summary["new"] == 6
+    assert [e["path"] for e in summary["errors"]] == ["blues/blues.00099.wav"]
+    assert "blues.00099.wav" in capsys.readouterr().err
+    errors = [json.loads(line) for line in (tmp_path / "index" / "errors.jsonl").read_text().splitlines()]
+    assert [e["path"] for e in errors] == ["blues/blues.00099.wav"]
+
+    index = RetrievalIndex.load(tmp_path / "index")
+    expected = sorted(paths + [stereo, mp3])
+    assert index.paths == [str(p.resolve()) for p in expected]
+    ref = np.stack([_reference_embedding(space, p) for p in expected])
+    np.testing.assert_allclose(index.unit.numpy(), _unit(ref), rtol=1e-4, atol=1e-6)
+
+
+def test_query_matches_brute_force_numpy():
+    rng = np.random.default_rng(0)
+    db = rng.standard_normal((500, 3, 8)).astype(np.float32)
+    paths = [f"/db/{g}/{g}.{i:05d}.wav" for i, g in enumerate(np.resize(["blues", "jazz"], 500))]
+    index = RetrievalIndex(db.reshape(500, -1), paths, device="cpu")
+    queries = rng.standard_normal((7, 3, 8)).astype(np.float32)
+
+    sims = _unit(queries.reshape(7, -1)) @ _unit(db.reshape(500, -1)).T
+    order = np.argsort(-sims, axis=1)[:, :5]
+    idx, scores, got_paths = index.query(queries, 5)
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, order, 1), rtol=1e-5, atol=1e-6)
+    assert got_paths[2] == [paths[j] for j in order[2]]
+    np.testing.assert_array_equal(index.query(queries.reshape(7, -1), 5)[0], order)  # [Q, F] too
+
+    # Excluding each query's best track (by name or by path) yields the next ones.
+    exclude = [paths[order[0, 0]].split("/")[-1].removesuffix(".wav")] + [paths[order[q, 0]] for q in range(1, 7)]
+    idx, _, _ = index.query(queries, 4, exclude=exclude)
+    np.testing.assert_array_equal(idx, order[:, 1:5])
+
+
+def test_query_errors():
+    index = RetrievalIndex(np.eye(4, dtype=np.float32), ["a.wav", "b.wav", "c.wav", "d.wav"], device="cpu")
+    with pytest.raises(B2MError, match="query vectors have 3 values, the index 4"):
+        index.query(np.ones((1, 3)), 1)
+    with pytest.raises(B2MError, match="k=5"):
+        index.query(np.ones((1, 4)), 5)
+
+
+def test_interrupted_build_resumes_without_recomputing(tmp_path):
+    audio = tmp_path / "audio"
+    _write_db(audio, n=7)
+    space = BandEnergy()
+    real = space.embed_batch
+    calls, kill_at = [], [2]
+
+    def counted(items):
+        if len(calls) == kill_at[0]:
+            raise RuntimeError("killed")
+        calls.append(len(items))
+        return real(items)
+
+    space.embed_batch = counted
+    with pytest.raises(RuntimeError, match="killed"):
+        build_index(audio, tmp_path / "index", space, chunk_size=2)
+    assert len(RetrievalIndex.load(tmp_path / "index", device="cpu")) == 4  # two chunks were finished
+
+    calls.clear(), kill_at.clear(), kill_at.append(-1)
+    summary = build_index(audio, tmp_path / "index", space, chunk_size=2)
+    assert calls == [2, 1] and summary == {"files": 7, "new": 3, "errors": []}
+    resumed = RetrievalIndex.load(tmp_path / "index", device="cpu")
+    build_index(audio, tmp_path / "fresh", BandEnergy(), chunk_size=5)
+    fresh = RetrievalIndex.load(tmp_path / "fresh", device="cpu")
+    assert resumed.paths == fresh.paths
+    np.testing.assert_array_equal(resumed.unit.numpy(), fresh.unit.numpy())
+
+    # A grown folder: only the new file is embedded.
+    calls.clear()
+    _write_db(audio / "more", n=1, seed=5)
+    assert build_index(audio, tmp_path / "index", space, chunk_size=2)["new"] == 1
+    assert calls == [1]
+    grown = RetrievalIndex.load(tmp_path / "index", device="cpu").paths
+    assert len(grown) == 8
+
+    # Deleting a chunk's list redoes that chunk only, and leaves the other chunks whole.
+    (tmp_path / "index" / "parts" / "000001.jsonl").unlink()
+    calls.clear()
+    assert build_index(audio, tmp_path / "index", space, chunk_size=2)["new"] == 2
+    assert calls == [2]
+    assert sorted(RetrievalIndex.load(tmp_path / "index", device="cpu").paths) == sorted(grown)
+
+
+def test_index_refuses_another_space_or_folder(tmp_path):
+    audio = tmp_path / "audio"
+    _write_db(audio, n=2)
+    build_index(audio, tmp_path / "index", BandEnergy())
+    with pytest.raises(B2MError, match="index.json: index was built with space"):
+        build_index(audio, tmp_path / "index", BandEnergy(bands=2))
+    with pytest.raises(B2MError, match="index.json: index was built with space"):
+        build_index(tmp_path, tmp_path / "index", BandEnergy())
+    with pytest.raises(B2MError, match="not a retrieval index"):
+        RetrievalIndex.load(tmp_path / "audio")
+    with pytest.raises(B2MError, match="audio folder not found"):
+        build_index(tmp_path / "nope", tmp_path / "index2", BandEnergy())
+
+
+@pytest.mark.parametrize("link", ["symlink", "copy"])
+def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
+    audio = tmp_path / "audio"
+    paths = _write_db(audio, n=6)
+    space = BandEnergy()
+    build_index(audio, tmp_path / "index", space)
+    index = RetrievalIndex.load(tmp_path / "index", device="cpu")
+    # Predictions equal to the embeddings of tracks 0 and 3: with the stimulus excluded
+    # they must not retrieve themselves.
+    pred = np.stack([_reference_embedding(space, paths[i]) for i in (0, 3)])[:, None, :]
+    clip_ids = np.array(["blues.00000_1.50", "jazz.00003_0.00"])
+    pred_file = tmp_path / "train" / "predictions" / "sub-001.npz"
+    pred_file.parent.mkdir(parents=True)
+    np.savez(pred_file, pred=pred.astype(np.float32), true=pred.astype(np.float32), clip_ids=clip_ids)
+
+    out = tmp_path / "retrieved"
+    manifest = retrieve_predictions(pred_file, index, 2, out, link=link)
+    assert json.loads((out / "retrieval_sub-001.json").read_text()) == manifest
+    _, _, ref_paths = index.query(pred, 3)
+    for q, clip_id in enumerate(clip_ids):
+        hits = manifest["clips"][clip_id]
+        assert ref_paths[q][0] == str(paths[(0, 3)[q]].resolve())  # without exclusion: itself
+        assert [h["path"] for h in hits] == ref_paths[q][1:]
+        assert [h["rank"] for h in hits] == [1, 2] and hits[0]["score"] >= hits[1]["score"]
+        for h in hits:
+            dest = out / h["file"]
+            assert dest.name == f"{clip_id}_top{h['rank']}.wav" and dest.parent == out / "sub-001"
+            assert dest.read_bytes() == open(h["path"], "rb").read()
+            assert dest.is_symlink() == (link == "symlink")
+            if link == "symlink":
+                assert not os.path.isabs(os.readlink(dest))
+    # Run again: links and copies are replaced, not an error.
+    assert retrieve_predictions(pred_file, index, 2, out, link=link) == manifest
+
+    kept = retrieve_predictions(pred_file, index, 1, tmp_path / "with_self", exclude_stimulus=False)
+    assert kept["clips"]["blues.00000_1.50"][0]["path"] == str(paths[0].resolve())
+
+
+def test_retrieve_predictions_errors(tmp_path):
+    index = RetrievalIndex(np.eye(2, dtype=np.float32), ["a.wav", "b.wav"], device="cpu")
+    with pytest.raises(B2MError, match="predictions file not found"):
+        retrieve_predictions(tmp_path / "sub-001.npz", index, 1, tmp_path)
+    np.savez(tmp_path / "sub-001.npz", pred=np.zeros((1, 1, 2), np.float32))
+    with pytest.raises(B2MError, match=r"sub-001.npz: needs arrays 'pred' and 'clip_ids'"):
+        retrieve_predictions(tmp_path / "sub-001.npz", index, 1, tmp_path)
+
+
+@pytest.mark.usefixtures("toy_registry")
+def test_a_file_the_space_rejects_is_skipped_not_its_chunk(tmp_path):
+    audio = tmp_path / "audio"
+    _write_db(audio, n=3, seconds=2.0)
+    _write_db(audio / "short", n=1, seconds=0.5, seed=9)
+    space = build_space("windowed", inner="test_band_energy", window_s=1.0, stride_s=0.5, clip_s=2.0)
+    summary = build_index(audio, tmp_path / "index", space, chunk_size=10)
+    assert summary["files"] == 3
+    assert [e["path"] for e in summary["errors"]] == ["short/blues/blues.00000.wav"]
+    assert "shorter than its windows" in summary["errors"][0]["error"]
+    index = RetrievalIndex.load(tmp_path / "index", device="cpu")
+    assert index.unit.shape == (3, 3 * 4)
