@@ -90,7 +90,7 @@ def main() -> None:
     run, mask = args.run, args.mask
     if run is None:
         subprocess.run([sys.executable, "-m", "b2m.data.demo", "--size", "full", "--subjects", "1",
-                        "--max-training-runs", "1", "--max-test-runs", "0", "--no-stimuli", "--out", str(workdir)],
+                        "--max-training-runs", "1", "--max-test-runs", "0", "--out", str(workdir)],
                        check=True)
         run = workdir / "sub-001" / "func" / "sub-001_task-Training_run-01_bold.nii"
         mask = workdir / "derivatives" / "demo" / "sub-001" / "sub-001_desc-cortex_mask.nii.gz"
