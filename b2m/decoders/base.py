@@ -47,11 +47,13 @@ class TrainedDecoder(Decoder):
     """
 
     def __init__(self, n_voxels: list[int], n_window: int, target_shape: tuple[int, int], lr: float,
-                 weight_decay: float, warmup_epochs: int, max_epochs: int, loss: dict) -> None:
+                 weight_decay: float, warmup_epochs: int, max_epochs: int, loss: dict | None,
+                 input_dropout: float) -> None:
         super().__init__(n_voxels, n_window, target_shape)
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_epochs, self.max_epochs = warmup_epochs, max_epochs
-        self.loss_weights = dict(loss)
+        self.loss_weights = dict(loss or {"mse": 1.0, "cosine": 0.0, "contrastive": 0.0, "temperature": 0.1})
+        self.input_dropout = torch.nn.Dropout(input_dropout)
         n_out = self.target_shape[0] * self.target_shape[1]
         self.register_buffer("target_mean", torch.zeros(n_out))
         self.register_buffer("target_std", torch.ones(n_out))

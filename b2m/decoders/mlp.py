@@ -27,11 +27,10 @@ class MLPDecoder(TrainedDecoder):
                  depth: int = 2, dropout: float = 0.3, input_dropout: float = 0.2, lr: float = 3e-4,
                  weight_decay: float = 0.05, warmup_epochs: int = 2, max_epochs: int = 50,
                  loss: dict | None = None) -> None:
-        super().__init__(n_voxels, n_window, target_shape, lr, weight_decay, warmup_epochs, max_epochs,
-                         loss or {"mse": 1.0, "cosine": 0.0, "contrastive": 0.0, "temperature": 0.1})
+        super().__init__(n_voxels, n_window, target_shape, lr, weight_decay, warmup_epochs, max_epochs, loss,
+                         input_dropout)
         self.save_hyperparameters()
         n_out = self.target_shape[0] * self.target_shape[1]
-        self.input_dropout = nn.Dropout(input_dropout)
         self.inputs = nn.ModuleList([nn.Linear(n_window * v, width) for v in self.n_voxels])
         self.blocks = nn.Sequential(*[ResidualBlock(width, dropout) for _ in range(depth)])
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_out))

@@ -19,11 +19,10 @@ class TransformerDecoder(TrainedDecoder):
                  depth: int = 2, heads: int = 4, dropout: float = 0.2, input_dropout: float = 0.2,
                  lr: float = 3e-4, weight_decay: float = 0.05, warmup_epochs: int = 2, max_epochs: int = 50,
                  loss: dict | None = None) -> None:
-        super().__init__(n_voxels, n_window, target_shape, lr, weight_decay, warmup_epochs, max_epochs,
-                         loss or {"mse": 1.0, "cosine": 0.0, "contrastive": 0.0, "temperature": 0.1})
+        super().__init__(n_voxels, n_window, target_shape, lr, weight_decay, warmup_epochs, max_epochs, loss,
+                         input_dropout)
         self.save_hyperparameters()
         n_out = self.target_shape[0] * self.target_shape[1]
-        self.input_dropout = nn.Dropout(input_dropout)
         self.inputs = nn.ModuleList([nn.Linear(v, width) for v in self.n_voxels])
         self.position = nn.Parameter(torch.zeros(n_window, width))
         nn.init.normal_(self.position, std=0.02)
