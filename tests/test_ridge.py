@@ -99,7 +99,7 @@ def test_float32_close_to_float64(shape):
     single = RidgeCV(alphas=ALPHAS, dtype="float32").fit(X, Y)
     double = RidgeCV(alphas=ALPHAS, dtype="float64").fit(X, Y)
     assert single.coef_.dtype == np.float32 and double.coef_.dtype == np.float64
-    np.testing.assert_array_equal(single.best_alphas_, double.best_alphas_.astype(np.float32))
+    np.testing.assert_array_equal(single.best_alphas_, double.best_alphas_)
     np.testing.assert_allclose(single.cv_scores_, double.cv_scores_, rtol=1e-3)
     assert relative_error(single.predict(X_test), double.predict(X_test)) <= 1e-4
 

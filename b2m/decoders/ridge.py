@@ -83,7 +83,7 @@ class RidgeCV:
             ``l2_neg_loss``) or "r2" (coefficient of determination per fold).
 
     Fitted attributes:
-        best_alphas_: [T] chosen alpha per target.
+        best_alphas_: [T] chosen alpha per target (float64, values of the grid).
         coef_: [F, T] weights; intercept_: [T] (zeros without fit_intercept).
         cv_scores_: [n_alphas, T] validation score averaged over folds (float64).
         solver_: "kernel" or "primal", the form used.
@@ -113,6 +113,7 @@ class RidgeCV:
 
     # ------------------------------------------------------------------ public API
 
+    @torch.no_grad()
     def fit(self, X: np.ndarray | torch.Tensor, Y: np.ndarray | torch.Tensor) -> RidgeCV:
         """Choose one alpha per target by K-fold CV, then refit on all samples.
 
@@ -150,17 +151,18 @@ class RidgeCV:
 
         # Same tie-break as himalaya: on equal scores prefer the larger alpha.
         best = (scores + 1e-10 * torch.log(alphas.double())[:, None]).argmax(0)
-        best_alphas = alphas[best]
-        coef = self._refit(X, Y, kernel, best_alphas)
-        intercept = y_mean - x_mean @ coef if self.fit_intercept else torch.zeros_like(best_alphas)
+        coef = self._refit(X, Y, kernel, alphas[best])
+        intercept = y_mean - x_mean @ coef if self.fit_intercept else torch.zeros_like(coef[0])
 
-        self.best_alphas_ = best_alphas.cpu().numpy()
+        # The grid values themselves, not their float32 roundings.
+        self.best_alphas_ = np.asarray(self.alphas, dtype=np.float64)[best.cpu().numpy()]
         self.cv_scores_ = scores.cpu().numpy()
         self.coef_ = coef.cpu().numpy()
         self.intercept_ = intercept.cpu().numpy()
         self.n_features_in_ = n_features
         return self
 
+    @torch.no_grad()
     def predict(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
         """[N, F] features -> [N, T] float32 predictions."""
         if not hasattr(self, "coef_"):
