@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -22,6 +23,14 @@ from pathlib import Path
 import numpy as np
 
 SOLVERS = ("himalaya", "b2m", "sklearn")
+NOTES = """notes:
+- himalaya: KernelRidgeCV(kernel='linear') on its torch backend when features > samples, else
+  RidgeCV; b2m and himalaya use the same contiguous K folds and score (mean validation MSE).
+- sklearn: RidgeCV(alpha_per_target=True) selects alphas by efficient leave-one-out (GCV), not
+  K-fold (with cv=K it has no per-target alphas), so its alphas are expected to differ.
+- ratio = (fit + predict) / himalaya's; max rel pred diff = max |pred - pred_himalaya| /
+  max |pred_himalaya| over the test predictions; peak RSS includes the inputs each worker loads.
+- workers ran with OMP_WAIT_POLICY={omp}, torch threads = {threads}."""
 
 
 def make_problem(args: argparse.Namespace, folder: Path) -> None:
@@ -84,13 +93,20 @@ def run_worker(solver: str, folder: Path, alphas: np.ndarray, n_folds: int) -> N
                       "inputs_mb": inputs_kb / 1024}))
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def alpha_indices(chosen: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     """Grid index of each chosen alpha (himalaya returns them as exp(-log(1/alpha)))."""
     return np.abs(np.log(chosen)[:, None] - np.log(alphas)[None, :]).argmin(1)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=2400, help="training samples (TRs)")
     parser.add_argument("--features", type=int, default=20000, help="features (voxels)")
     parser.add_argument("--targets", type=int, default=768, help="targets (embedding dimensions)")
@@ -110,11 +126,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="b2m_bench_ridge_") as tmp:
         folder = Path(tmp)
         make_problem(args, folder)
+        # On a shared CPU, OpenMP's spinning barriers make torch's eigh several times slower
+        # for every solver; passive waiting avoids that. Same setting for all workers.
+        worker_env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         results = {}
         for solver in args.solvers:
             command = [sys.executable, __file__, "--worker", solver, "--data", tmp,
                        "--alphas", str(args.alphas), "--folds", str(args.folds)]
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, env=worker_env)
             if done.returncode != 0:
                 sys.exit(f"{solver} failed:\n{done.stderr}")
             results[solver] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -142,12 +161,7 @@ def main() -> None:
             diff = f"{np.abs(r['prediction'] - ref_pred).max() / np.abs(ref_pred).max():.2e}"
         print(f"| {solver} | {r['fit_s']:.2f} | {r['predict_s']:.2f} | {ratio} | {r['peak_mb']:.0f} | "
               f"{r['peak_mb'] - r['inputs_mb']:.0f} | {agree} | {diff} |")
-    print("notes: himalaya = KernelRidgeCV(kernel='linear') on its torch backend when features > samples, "
-          "else RidgeCV; b2m and himalaya use the same contiguous K folds and the same score (mean validation "
-          "MSE); sklearn = RidgeCV(alpha_per_target=True), which selects alphas by efficient leave-one-out "
-          "(GCV), not K-fold (with cv=K it has no per-target alphas), so its alphas are expected to differ. "
-          "ratio = (fit + predict) / himalaya's; max rel pred diff = max |pred - pred_himalaya| / max |pred_himalaya| "
-          "on the test samples; peak RSS includes the inputs loaded in each worker.")
+    print(NOTES.format(omp=worker_env["OMP_WAIT_POLICY"], threads=torch_threads()))
 
 
 if __name__ == "__main__":

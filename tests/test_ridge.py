@@ -80,7 +80,8 @@ def test_single_alpha_matches_closed_form(solver, fit_intercept):
 
     np.testing.assert_allclose(model.coef_, coef, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(model.intercept_, intercept, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(model.predict(X_test), (X_test @ coef + intercept).astype(np.float32), rtol=1e-5)
+    expected = (X_test @ coef + intercept).astype(np.float32)
+    np.testing.assert_allclose(model.predict(X_test), expected, rtol=1e-5)
     assert model.best_alphas_.tolist() == [alpha] * 4
 
 

@@ -128,7 +128,9 @@ class RidgeCV:
             raise ValueError(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
         n_samples, n_features = X.shape
         alphas = torch.as_tensor(np.asarray(self.alphas, dtype=np.float64), dtype=X.dtype, device=X.device)
-        self.solver_ = ("kernel" if n_features > n_samples else "primal") if self.solver == "auto" else self.solver
+        self.solver_ = self.solver
+        if self.solver == "auto":
+            self.solver_ = "kernel" if n_features > n_samples else "primal"
 
         if self.fit_intercept:
             # Centring once on all samples keeps the kernel well conditioned in
@@ -179,7 +181,7 @@ class RidgeCV:
         Y = self._to_tensor(Y, "Y").cpu().double()
         pred = torch.as_tensor(self.predict(X)).double()
         if pred.shape != Y.shape:
-            raise ValueError(f"Y has shape {tuple(Y.shape)} but the predictions have shape {tuple(pred.shape)}")
+            raise ValueError(f"Y has shape {tuple(Y.shape)} but the predictions have {tuple(pred.shape)}")
         return _r2_from_residual(Y, Y - pred).numpy()
 
     # ------------------------------------------------------------------ helpers
@@ -192,8 +194,9 @@ class RidgeCV:
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
         alphas = np.asarray(self.alphas, dtype=np.float64)
-        if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0) or not np.all(np.isfinite(alphas)):
-            raise ValueError(f"alphas must be a non-empty 1-D sequence of positive numbers, got {self.alphas!r}")
+        if alphas.ndim != 1 or alphas.size == 0 or not np.all((alphas > 0) & np.isfinite(alphas)):
+            raise ValueError(f"alphas must be a non-empty 1-D sequence of positive numbers, "
+                             f"got {self.alphas!r}")
 
     def _to_tensor(self, array: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
         tensor = torch.as_tensor(array, dtype=DTYPES[self.dtype], device=self.device)
@@ -202,8 +205,8 @@ class RidgeCV:
                              f"got shape {tuple(tensor.shape)}")
         if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).any(1).sum())
-            raise ValueError(f"{name} contains NaN or infinite values (in {bad} of {tensor.shape[0]} samples); "
-                             "remove or impute them before fitting")
+            raise ValueError(f"{name} contains NaN or infinite values (in {bad} of {tensor.shape[0]} "
+                             "samples); remove or impute them first")
         return tensor
 
     def _primal_fold(
