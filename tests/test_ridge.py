@@ -198,3 +198,9 @@ def test_constant_target_takes_the_largest_alpha(scoring):
     assert model.best_alphas_[1] == ALPHAS[-1]
     np.testing.assert_allclose(model.predict(X_test)[:, 1], 4.0, rtol=1e-6)
     np.testing.assert_allclose(model.score(X, Y)[1], 0.0)
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (2, 5), (40, 100)])
+def test_blockwise_gram_matches_matmul(shape):
+    M = torch.from_numpy(np.random.default_rng(0).standard_normal(shape))
+    np.testing.assert_allclose(ridge_module._gram(M).numpy(), (M @ M.T).numpy(), rtol=1e-12, atol=1e-12)

@@ -137,7 +137,7 @@ class RidgeCV:
             # float32; each fold centres again with its own training means.
             x_mean, y_mean = X.mean(0), Y.mean(0)
             X, Y = X - x_mean, Y - y_mean
-        kernel = X @ X.T if self.solver_ == "kernel" else None
+        kernel = _gram(X) if self.solver_ == "kernel" else None
 
         scores = torch.zeros(len(alphas), Y.shape[1], dtype=torch.float64, device=X.device)
         folds = kfold_splits(n_samples, self.n_folds, self.shuffle, self.seed)
@@ -217,7 +217,7 @@ class RidgeCV:
         if self.fit_intercept:
             mean = X_train.mean(0)
             X_train, X_val = X_train - mean, X_val - mean
-        s, Q = torch.linalg.eigh(X_train.T @ X_train)
+        s, Q = torch.linalg.eigh(_gram(X_train.T))
         return s.clamp_min(0), X_val @ Q, (X_train @ Q).T
 
     def _kernel_fold(
@@ -262,7 +262,7 @@ class RidgeCV:
     ) -> torch.Tensor:
         """Weights [F, T] on all (already centred) samples, one alpha per target."""
         if kernel is None:
-            s, Q = torch.linalg.eigh(X.T @ X)
+            s, Q = torch.linalg.eigh(_gram(X.T))
             P, to_coef = (X @ Q).T, Q
         else:
             s, V = torch.linalg.eigh(kernel)
@@ -276,6 +276,21 @@ class RidgeCV:
             # In kernel form these are dual weights [N, T]; X^T maps them to features.
             coef[:, cols] = weights if kernel is None else X.T @ weights
         return coef
+
+
+def _gram(M: torch.Tensor, n_blocks: int = 4) -> torch.Tensor:
+    """M M^T [n, n] for M [n, d], computing each pair of row blocks once since the
+    result is symmetric (about 40% fewer flops than one matmul)."""
+    bounds = np.linspace(0, M.shape[0], n_blocks + 1).astype(int)
+    gram = torch.empty(M.shape[0], M.shape[0], dtype=M.dtype, device=M.device)
+    for i in range(n_blocks):
+        rows_i = slice(bounds[i], bounds[i + 1])
+        for j in range(i + 1):
+            rows_j = slice(bounds[j], bounds[j + 1])
+            block = M[rows_i] @ M[rows_j].T
+            gram[rows_i, rows_j] = block
+            gram[rows_j, rows_i] = block.T
+    return gram
 
 
 def _r2_from_residual(y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
