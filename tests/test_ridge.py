@@ -204,3 +204,27 @@ def test_constant_target_takes_the_largest_alpha(scoring):
 def test_blockwise_gram_matches_matmul(shape):
     M = torch.from_numpy(np.random.default_rng(0).standard_normal(shape))
     np.testing.assert_allclose(ridge_module._gram(M).numpy(), (M @ M.T).numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("scoring", ["neg_mse", "r2"])
+@pytest.mark.parametrize("shape", [(45, 12, 5), (30, 60, 5)])
+def test_cv_scores_match_fold_by_fold_solves(shape, scoring):
+    """Every alpha's score, refitting each fold with np.linalg.solve (with centring by the
+    training-fold means), against cv_scores_ from the shared decompositions."""
+    X, Y, _ = make_data(*shape)
+    alphas = [0.1, 10.0, 1000.0]
+    model = RidgeCV(alphas=alphas, n_folds=4, shuffle=True, seed=5, dtype="float64", scoring=scoring)
+    model.fit(X, Y)
+    expected = np.zeros((len(alphas), Y.shape[1]))
+    for train, val in kfold_splits(len(X), 4, shuffle=True, seed=5):
+        x_mean, y_mean = X[train].mean(0), Y[train].mean(0)
+        Xc, Yc = X[train] - x_mean, Y[train] - y_mean
+        for i, alpha in enumerate(alphas):
+            coef = np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T @ Yc)
+            prediction = (X[val] - x_mean) @ coef + y_mean
+            if scoring == "neg_mse":
+                expected[i] += -((Y[val] - prediction) ** 2).mean(0)
+            else:
+                expected[i] += sklearn_r2(Y[val], prediction, multioutput="raw_values")
+    np.testing.assert_allclose(model.cv_scores_, expected / 4, rtol=1e-9)
+    np.testing.assert_array_equal(model.best_alphas_, np.asarray(alphas)[(expected / 4).argmax(0)])
