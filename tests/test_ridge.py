@@ -80,7 +80,8 @@ def test_single_alpha_matches_closed_form(solver, fit_intercept):
 
     np.testing.assert_allclose(model.coef_, coef, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(model.intercept_, intercept, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(model.predict(X_test), (X_test @ coef + intercept).astype(np.float32), rtol=1e-5)
+    expected = (X_test @ coef + intercept).astype(np.float32)
+    np.testing.assert_allclose(model.predict(X_test), expected, rtol=1e-5)
     assert model.best_alphas_.tolist() == [alpha] * 4
 
 
@@ -99,7 +100,7 @@ def test_float32_close_to_float64(shape):
     single = RidgeCV(alphas=ALPHAS, dtype="float32").fit(X, Y)
     double = RidgeCV(alphas=ALPHAS, dtype="float64").fit(X, Y)
     assert single.coef_.dtype == np.float32 and double.coef_.dtype == np.float64
-    np.testing.assert_array_equal(single.best_alphas_, double.best_alphas_.astype(np.float32))
+    np.testing.assert_array_equal(single.best_alphas_, double.best_alphas_)
     np.testing.assert_allclose(single.cv_scores_, double.cv_scores_, rtol=1e-3)
     assert relative_error(single.predict(X_test), double.predict(X_test)) <= 1e-4
 
@@ -197,3 +198,33 @@ def test_constant_target_takes_the_largest_alpha(scoring):
     assert model.best_alphas_[1] == ALPHAS[-1]
     np.testing.assert_allclose(model.predict(X_test)[:, 1], 4.0, rtol=1e-6)
     np.testing.assert_allclose(model.score(X, Y)[1], 0.0)
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (2, 5), (40, 100)])
+def test_blockwise_gram_matches_matmul(shape):
+    M = torch.from_numpy(np.random.default_rng(0).standard_normal(shape))
+    np.testing.assert_allclose(ridge_module._gram(M).numpy(), (M @ M.T).numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("scoring", ["neg_mse", "r2"])
+@pytest.mark.parametrize("shape", [(45, 12, 5), (30, 60, 5)])
+def test_cv_scores_match_fold_by_fold_solves(shape, scoring):
+    """Every alpha's score, refitting each fold with np.linalg.solve (with centring by the
+    training-fold means), against cv_scores_ from the shared decompositions."""
+    X, Y, _ = make_data(*shape)
+    alphas = [0.1, 10.0, 1000.0]
+    model = RidgeCV(alphas=alphas, n_folds=4, shuffle=True, seed=5, dtype="float64", scoring=scoring)
+    model.fit(X, Y)
+    expected = np.zeros((len(alphas), Y.shape[1]))
+    for train, val in kfold_splits(len(X), 4, shuffle=True, seed=5):
+        x_mean, y_mean = X[train].mean(0), Y[train].mean(0)
+        Xc, Yc = X[train] - x_mean, Y[train] - y_mean
+        for i, alpha in enumerate(alphas):
+            coef = np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T @ Yc)
+            prediction = (X[val] - x_mean) @ coef + y_mean
+            if scoring == "neg_mse":
+                expected[i] += -((Y[val] - prediction) ** 2).mean(0)
+            else:
+                expected[i] += sklearn_r2(Y[val], prediction, multioutput="raw_values")
+    np.testing.assert_allclose(model.cv_scores_, expected / 4, rtol=1e-9)
+    np.testing.assert_array_equal(model.best_alphas_, np.asarray(alphas)[(expected / 4).argmax(0)])

@@ -83,7 +83,7 @@ class RidgeCV:
             ``l2_neg_loss``) or "r2" (coefficient of determination per fold).
 
     Fitted attributes:
-        best_alphas_: [T] chosen alpha per target.
+        best_alphas_: [T] chosen alpha per target (float64, values of the grid).
         coef_: [F, T] weights; intercept_: [T] (zeros without fit_intercept).
         cv_scores_: [n_alphas, T] validation score averaged over folds (float64).
         solver_: "kernel" or "primal", the form used.
@@ -113,6 +113,7 @@ class RidgeCV:
 
     # ------------------------------------------------------------------ public API
 
+    @torch.no_grad()
     def fit(self, X: np.ndarray | torch.Tensor, Y: np.ndarray | torch.Tensor) -> RidgeCV:
         """Choose one alpha per target by K-fold CV, then refit on all samples.
 
@@ -127,14 +128,16 @@ class RidgeCV:
             raise ValueError(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
         n_samples, n_features = X.shape
         alphas = torch.as_tensor(np.asarray(self.alphas, dtype=np.float64), dtype=X.dtype, device=X.device)
-        self.solver_ = ("kernel" if n_features > n_samples else "primal") if self.solver == "auto" else self.solver
+        self.solver_ = self.solver
+        if self.solver == "auto":
+            self.solver_ = "kernel" if n_features > n_samples else "primal"
 
         if self.fit_intercept:
             # Centring once on all samples keeps the kernel well conditioned in
             # float32; each fold centres again with its own training means.
             x_mean, y_mean = X.mean(0), Y.mean(0)
             X, Y = X - x_mean, Y - y_mean
-        kernel = X @ X.T if self.solver_ == "kernel" else None
+        kernel = _gram(X) if self.solver_ == "kernel" else None
 
         scores = torch.zeros(len(alphas), Y.shape[1], dtype=torch.float64, device=X.device)
         folds = kfold_splits(n_samples, self.n_folds, self.shuffle, self.seed)
@@ -150,17 +153,18 @@ class RidgeCV:
 
         # Same tie-break as himalaya: on equal scores prefer the larger alpha.
         best = (scores + 1e-10 * torch.log(alphas.double())[:, None]).argmax(0)
-        best_alphas = alphas[best]
-        coef = self._refit(X, Y, kernel, best_alphas)
-        intercept = y_mean - x_mean @ coef if self.fit_intercept else torch.zeros_like(best_alphas)
+        coef = self._refit(X, Y, kernel, alphas[best])
+        intercept = y_mean - x_mean @ coef if self.fit_intercept else torch.zeros_like(coef[0])
 
-        self.best_alphas_ = best_alphas.cpu().numpy()
+        # The grid values themselves, not their float32 roundings.
+        self.best_alphas_ = np.asarray(self.alphas, dtype=np.float64)[best.cpu().numpy()]
         self.cv_scores_ = scores.cpu().numpy()
         self.coef_ = coef.cpu().numpy()
         self.intercept_ = intercept.cpu().numpy()
         self.n_features_in_ = n_features
         return self
 
+    @torch.no_grad()
     def predict(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
         """[N, F] features -> [N, T] float32 predictions."""
         if not hasattr(self, "coef_"):
@@ -177,7 +181,7 @@ class RidgeCV:
         Y = self._to_tensor(Y, "Y").cpu().double()
         pred = torch.as_tensor(self.predict(X)).double()
         if pred.shape != Y.shape:
-            raise ValueError(f"Y has shape {tuple(Y.shape)} but the predictions have shape {tuple(pred.shape)}")
+            raise ValueError(f"Y has shape {tuple(Y.shape)} but the predictions have {tuple(pred.shape)}")
         return _r2_from_residual(Y, Y - pred).numpy()
 
     # ------------------------------------------------------------------ helpers
@@ -190,8 +194,9 @@ class RidgeCV:
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
         alphas = np.asarray(self.alphas, dtype=np.float64)
-        if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0) or not np.all(np.isfinite(alphas)):
-            raise ValueError(f"alphas must be a non-empty 1-D sequence of positive numbers, got {self.alphas!r}")
+        if alphas.ndim != 1 or alphas.size == 0 or not np.all((alphas > 0) & np.isfinite(alphas)):
+            raise ValueError(f"alphas must be a non-empty 1-D sequence of positive numbers, "
+                             f"got {self.alphas!r}")
 
     def _to_tensor(self, array: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
         tensor = torch.as_tensor(array, dtype=DTYPES[self.dtype], device=self.device)
@@ -200,8 +205,8 @@ class RidgeCV:
                              f"got shape {tuple(tensor.shape)}")
         if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).any(1).sum())
-            raise ValueError(f"{name} contains NaN or infinite values (in {bad} of {tensor.shape[0]} samples); "
-                             "remove or impute them before fitting")
+            raise ValueError(f"{name} contains NaN or infinite values (in {bad} of {tensor.shape[0]} "
+                             "samples); remove or impute them first")
         return tensor
 
     def _primal_fold(
@@ -212,7 +217,7 @@ class RidgeCV:
         if self.fit_intercept:
             mean = X_train.mean(0)
             X_train, X_val = X_train - mean, X_val - mean
-        s, Q = torch.linalg.eigh(X_train.T @ X_train)
+        s, Q = torch.linalg.eigh(_gram(X_train.T))
         return s.clamp_min(0), X_val @ Q, (X_train @ Q).T
 
     def _kernel_fold(
@@ -257,7 +262,7 @@ class RidgeCV:
     ) -> torch.Tensor:
         """Weights [F, T] on all (already centred) samples, one alpha per target."""
         if kernel is None:
-            s, Q = torch.linalg.eigh(X.T @ X)
+            s, Q = torch.linalg.eigh(_gram(X.T))
             P, to_coef = (X @ Q).T, Q
         else:
             s, V = torch.linalg.eigh(kernel)
@@ -271,6 +276,21 @@ class RidgeCV:
             # In kernel form these are dual weights [N, T]; X^T maps them to features.
             coef[:, cols] = weights if kernel is None else X.T @ weights
         return coef
+
+
+def _gram(M: torch.Tensor, n_blocks: int = 4) -> torch.Tensor:
+    """M M^T [n, n] for M [n, d], computing each pair of row blocks once since the
+    result is symmetric (about 40% fewer flops than one matmul)."""
+    bounds = np.linspace(0, M.shape[0], n_blocks + 1).astype(int)
+    gram = torch.empty(M.shape[0], M.shape[0], dtype=M.dtype, device=M.device)
+    for i in range(n_blocks):
+        rows_i = slice(bounds[i], bounds[i + 1])
+        for j in range(i + 1):
+            rows_j = slice(bounds[j], bounds[j + 1])
+            block = M[rows_i] @ M[rows_j].T
+            gram[rows_i, rows_j] = block
+            gram[rows_j, rows_i] = block.T
+    return gram
 
 
 def _r2_from_residual(y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
