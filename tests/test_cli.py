@@ -58,3 +58,20 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
 
     res = run("evaluate.py", f"run={tmp_path / 'nothing'}")
     assert res.returncode == 2 and "no sub-*.npz prediction files" in res.stderr
+
+
+def test_retrieve_after_train(tmp_path):
+    root = make_bids(tmp_path / "bids")
+    out = tmp_path / "run"
+    assert run("train.py", f"data.root={root}", "data.preprocess.mask=null", f"out_dir={out}",
+               "decoder.n_folds=3").returncode == 0
+    res = run("retrieve.py", f"run={out}", f"database={root / 'stimuli' / 'genres'}", "k=3")
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "retrieval" / "retrieval_sub-001.json").read_text())
+    assert len(manifest["clips"]) == 10
+    for clip_id, hits in manifest["clips"].items():
+        assert [h["rank"] for h in hits] == [1, 2, 3]
+        assert all(clip_id.rsplit("_", 1)[0] not in h["path"] for h in hits)  # the stimulus is excluded
+        assert all((out / "retrieval" / h["file"]).exists() for h in hits)
+    res = run("retrieve.py", f"run={out}", f"database={tmp_path / 'none'}")
+    assert res.returncode == 2 and "database folder not found" in res.stderr

@@ -284,3 +284,32 @@ def _place(src: Path, dest: Path, link: str) -> None:
         else:
             tmp.unlink()
             os.symlink(os.path.relpath(src.resolve(), dest.parent.resolve()), tmp)
+
+
+def retrieve_from_config(cfg: Any) -> dict[str, Any]:
+    """The job behind `retrieve.py`: index `cfg.database` in the training run's target space
+    (resuming an index in progress), then retrieve the top-k files for every subject's test
+    predictions. Returns `{subject: manifest}`."""
+    from omegaconf import OmegaConf
+
+    from b2m.targets import build_space
+
+    run, out_dir = Path(cfg.run), Path(cfg.out_dir)
+    run_config = run / "config.yaml"
+    if not run_config.is_file():
+        raise B2MError(f"{run_config}: not found; `run` must be a train.py out_dir")
+    target = OmegaConf.to_container(OmegaConf.load(run_config).target, resolve=True)
+    space = build_space(target.pop("name"), **target)
+    pred_files = sorted((run / "predictions").glob("sub-*.npz"))
+    if not pred_files:
+        raise B2MError(f"{run / 'predictions'}: no sub-*.npz prediction files (run train.py first)")
+    database = Path(cfg.database)
+    if not database.is_dir():
+        raise B2MError(f"{database}: database folder not found")
+    index_dir = Path(cfg.index_dir) if cfg.get("index_dir") else out_dir / "index"
+    summary = build_index(database, index_dir, space)
+    if summary["files"] == 0:
+        raise B2MError(f"{database}: no readable audio file to retrieve from")
+    index = RetrievalIndex.load(index_dir)
+    return {p.stem: retrieve_predictions(p, index, int(cfg.k), out_dir, bool(cfg.exclude_stimulus), cfg.link)
+            for p in pred_files}
