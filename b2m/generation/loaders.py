@@ -1,0 +1,201 @@
+"""Weights into `MusicGenLM`: from transformers' MusicGen and from audiocraft checkpoints.
+
+Each format has an explicit name table (our parameter -> the source tensors, concatenated
+along rows where we fuse q/k/v or the codebook heads); every tensor is shape-checked.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from b2m.errors import B2MError
+from b2m.generation.lm import LMConfig, MusicGenLM
+
+# A source entry: (source name, row slice or None for all rows).
+Source = tuple[str, slice | None]
+
+
+def _load_table(lm: MusicGenLM, table: dict[str, list[Source]], tensors: dict[str, torch.Tensor],
+                origin: str) -> None:
+    """Copy `tensors` into `lm` following `table`; every parameter must be covered and shapes must match."""
+    ours = lm.state_dict()
+    if set(table) != set(ours):
+        raise AssertionError(f"name table mismatch: {sorted(set(table) ^ set(ours))}")
+    with torch.no_grad():
+        for name, sources in table.items():
+            parts = []
+            for src, rows in sources:
+                if src not in tensors:
+                    raise B2MError(f"{origin}: missing tensor {src!r}")
+                parts.append(tensors[src] if rows is None else tensors[src][rows])
+            value = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if value.shape != ours[name].shape:
+                raise B2MError(f"{origin}: {sources[0][0]!r} has shape {tuple(value.shape)}, "
+                               f"expected {tuple(ours[name].shape)} for {name}")
+            ours[name].copy_(value)
+
+
+# ----------------------------------------------------------------- transformers format
+def transformers_table(cfg: LMConfig) -> dict[str, list[Source]]:
+    """Our names -> `MusicgenForConditionalGeneration.state_dict()` names."""
+    d = "decoder.model.decoder."
+    table: dict[str, list[Source]] = {f"emb.{k}.weight": [(f"{d}embed_tokens.{k}.weight", None)]
+                                      for k in range(cfg.n_codebooks)}
+    for i in range(cfg.n_layers):
+        src, dst = f"{d}layers.{i}.", f"blocks.{i}."
+        for ours, theirs in [("ln_self", "self_attn_layer_norm"), ("ln_cross", "encoder_attn_layer_norm"),
+                             ("ln_ffn", "final_layer_norm")]:
+            table[f"{dst}{ours}.weight"] = [(f"{src}{theirs}.weight", None)]
+            table[f"{dst}{ours}.bias"] = [(f"{src}{theirs}.bias", None)]
+        table[f"{dst}self_attn.qkv.weight"] = [(f"{src}self_attn.{p}_proj.weight", None) for p in "qkv"]
+        table[f"{dst}self_attn.out.weight"] = [(f"{src}self_attn.out_proj.weight", None)]
+        table[f"{dst}cross_attn.q.weight"] = [(f"{src}encoder_attn.q_proj.weight", None)]
+        table[f"{dst}cross_attn.kv.weight"] = [(f"{src}encoder_attn.{p}_proj.weight", None) for p in "kv"]
+        table[f"{dst}cross_attn.out.weight"] = [(f"{src}encoder_attn.out_proj.weight", None)]
+        table[f"{dst}fc1.weight"] = [(f"{src}fc1.weight", None)]
+        table[f"{dst}fc2.weight"] = [(f"{src}fc2.weight", None)]
+    table["ln_out.weight"] = [(f"{d}layer_norm.weight", None)]
+    table["ln_out.bias"] = [(f"{d}layer_norm.bias", None)]
+    table["heads.weight"] = [(f"decoder.lm_heads.{k}.weight", None) for k in range(cfg.n_codebooks)]
+    if cfg.cond_proj:
+        table["cond_proj.weight"] = [("enc_to_dec_proj.weight", None)]
+        table["cond_proj.bias"] = [("enc_to_dec_proj.bias", None)]
+    return table
+
+
+def lm_config_from_transformers(config: Any, origin: str) -> LMConfig:
+    """LMConfig from a transformers `MusicgenConfig`; refuses variants the engine does not implement."""
+    dec = config.decoder
+    if dec.audio_channels != 1:
+        raise B2MError(f"{origin}: stereo MusicGen (audio_channels={dec.audio_channels}) is not supported")
+    if dec.activation_function != "gelu" or dec.scale_embedding:
+        raise B2MError(f"{origin}: decoder activation {dec.activation_function!r} / scale_embedding "
+                       f"{dec.scale_embedding} differ from MusicGen's (gelu, False)")
+    text_width = config.text_encoder.hidden_size
+    return LMConfig(dim=dec.hidden_size, n_layers=dec.num_hidden_layers, n_heads=dec.num_attention_heads,
+                    ffn_dim=dec.ffn_dim, n_codebooks=dec.num_codebooks, card=dec.vocab_size,
+                    cond_dim=text_width,
+                    cond_proj=text_width != dec.hidden_size and dec.cross_attention_hidden_size is None,
+                    max_positions=dec.max_position_embeddings)
+
+
+def lm_from_transformers(model: Any, origin: str = "transformers model") -> MusicGenLM:
+    """A `MusicGenLM` (fp32) with the weights of a `MusicgenForConditionalGeneration`."""
+    cfg = lm_config_from_transformers(model.config, origin)
+    lm = MusicGenLM(cfg)
+    _load_table(lm, transformers_table(cfg), model.state_dict(), origin)
+    return lm.eval()
+
+
+def load_transformers(path: str | Path) -> Any:
+    """`MusicgenForConditionalGeneration.from_pretrained` on a local folder (no download)."""
+    from transformers import MusicgenForConditionalGeneration
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise B2MError(f"generator.weights: {path} is not a transformers MusicGen folder (no config.json)")
+    return MusicgenForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
+
+
+# ----------------------------------------------------------------- audiocraft format
+def audiocraft_table(cfg: LMConfig) -> dict[str, list[Source]]:
+    """Our names -> audiocraft `LMModel.state_dict()` names (fused in_proj as in audiocraft)."""
+    table: dict[str, list[Source]] = {f"emb.{k}.weight": [(f"emb.{k}.weight", None)] for k in range(cfg.n_codebooks)}
+    d = cfg.dim
+    for i in range(cfg.n_layers):
+        src, dst = f"transformer.layers.{i}.", f"blocks.{i}."
+        for ours, theirs in [("ln_self", "norm1"), ("ln_cross", "norm_cross"), ("ln_ffn", "norm2")]:
+            table[f"{dst}{ours}.weight"] = [(f"{src}{theirs}.weight", None)]
+            table[f"{dst}{ours}.bias"] = [(f"{src}{theirs}.bias", None)]
+        table[f"{dst}self_attn.qkv.weight"] = [(f"{src}self_attn.in_proj_weight", None)]
+        table[f"{dst}self_attn.out.weight"] = [(f"{src}self_attn.out_proj.weight", None)]
+        table[f"{dst}cross_attn.q.weight"] = [(f"{src}cross_attention.in_proj_weight", slice(0, d))]
+        table[f"{dst}cross_attn.kv.weight"] = [(f"{src}cross_attention.in_proj_weight", slice(d, 3 * d))]
+        table[f"{dst}cross_attn.out.weight"] = [(f"{src}cross_attention.out_proj.weight", None)]
+        table[f"{dst}fc1.weight"] = [(f"{src}linear1.weight", None)]
+        table[f"{dst}fc2.weight"] = [(f"{src}linear2.weight", None)]
+    table["ln_out.weight"] = [("out_norm.weight", None)]
+    table["ln_out.bias"] = [("out_norm.bias", None)]
+    table["heads.weight"] = [(f"linears.{k}.weight", None) for k in range(cfg.n_codebooks)]
+    proj = "condition_provider.conditioners.description.output_proj"
+    table["cond_proj.weight"] = [(f"{proj}.weight", None)]
+    table["cond_proj.bias"] = [(f"{proj}.bias", None)]
+    return table
+
+
+def _omegaconf_safe_globals() -> list[Any]:
+    """The classes a pickled OmegaConf config needs; nothing else is allowed to unpickle."""
+    import omegaconf
+    from omegaconf import base, nodes
+
+    return [omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata,
+            nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
+            typing.Any, dict, list, defaultdict]
+
+
+def load_audiocraft_package(path: str | Path) -> dict[str, Any]:
+    """Load an audiocraft `state_dict.bin` / `compression_state_dict.bin` with weights_only=True.
+
+    Returns {'best_state': tensors, 'xp.cfg': plain dict}. Only tensors, containers and the
+    OmegaConf classes of an allow-list are unpickled.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    path = Path(path)
+    if not path.is_file():
+        raise B2MError(f"generator.weights: {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(_omegaconf_safe_globals()):
+            pkg = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a file that needs more than the allow-list is not loaded at all
+        raise B2MError(f"{path}: not a loadable audiocraft checkpoint ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0]})") from err
+    if not isinstance(pkg, dict) or "best_state" not in pkg or "xp.cfg" not in pkg:
+        raise B2MError(f"{path}: expected an audiocraft package with 'best_state' and 'xp.cfg'")
+    cfg = pkg["xp.cfg"]
+    if isinstance(cfg, str):
+        cfg = OmegaConf.create(cfg)
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return {"best_state": pkg["best_state"], "xp.cfg": cfg}
+
+
+def lm_config_from_audiocraft(state: dict[str, torch.Tensor], xp_cfg: dict, origin: str) -> LMConfig:
+    """LMConfig from an audiocraft LM state dict (sizes) and its config (heads, variant checks)."""
+    lm_cfg = xp_cfg.get("transformer_lm", {})
+    checks: dict[str, Callable[[Any], bool]] = {
+        "activation": lambda v: v == "gelu", "norm_first": lambda v: v is True,
+        "bias_ff": lambda v: not v, "bias_attn": lambda v: not v, "positional_embedding": lambda v: v == "sin",
+        "cross_attention": lambda v: v is True,
+    }
+    for key, ok in checks.items():
+        if key in lm_cfg and not ok(lm_cfg[key]):
+            raise B2MError(f"{origin}: transformer_lm.{key}={lm_cfg[key]!r} is not supported")
+    delays = xp_cfg.get("codebooks_pattern", {}).get("delay", {}).get("delays")
+    n_codebooks = sum(1 for name in state if name.startswith("emb."))
+    if delays is not None and list(delays) != list(range(n_codebooks)):
+        raise B2MError(f"{origin}: codebooks_pattern delays {list(delays)} are not [0..{n_codebooks - 1}]")
+    if "num_heads" not in lm_cfg:
+        raise B2MError(f"{origin}: xp.cfg has no transformer_lm.num_heads")
+    emb = state["emb.0.weight"]
+    proj = state.get("condition_provider.conditioners.description.output_proj.weight")
+    if proj is None:
+        raise B2MError(f"{origin}: no 'description' text conditioner output_proj (only text-conditioned "
+                       "MusicGen is supported)")
+    return LMConfig(dim=emb.shape[1], n_layers=sum(1 for n in state if n.endswith(".linear1.weight")),
+                    n_heads=int(lm_cfg["num_heads"]), ffn_dim=state["transformer.layers.0.linear1.weight"].shape[0],
+                    n_codebooks=n_codebooks, card=emb.shape[0] - 1, cond_dim=proj.shape[1], cond_proj=True)
+
+
+def lm_from_audiocraft(path: str | Path) -> MusicGenLM:
+    """A `MusicGenLM` (fp32) from an audiocraft `state_dict.bin`."""
+    pkg = load_audiocraft_package(path)
+    cfg = lm_config_from_audiocraft(pkg["best_state"], pkg["xp.cfg"], str(path))
+    lm = MusicGenLM(cfg)
+    _load_table(lm, audiocraft_table(cfg), pkg["best_state"], str(path))
+    return lm.eval()
