@@ -56,6 +56,10 @@ def random_musicgen(name: str, seed: int = 0) -> MusicgenForConditionalGeneratio
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config)
+        # transformers leaves EnCodec's codebooks at zero (they come from checkpoints): without
+        # this every code would decode to the same waveform.
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
     model.generation_config.decoder_start_token_id = 2048
     model.generation_config.pad_token_id = 2048
     return model.eval()
