@@ -135,7 +135,7 @@ def _omegaconf_safe_globals() -> list[Any]:
 
     return [omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata,
             nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
-            typing.Any, dict, list, defaultdict]
+            typing.Any, dict, list, defaultdict, int, float, str, bool, type(None)]
 
 
 def load_audiocraft_package(path: str | Path) -> dict[str, Any]:
