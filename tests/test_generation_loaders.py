@@ -105,3 +105,34 @@ def test_audiocraft_refuses_arbitrary_pickles(tmp_path):
     torch.save({"best_state": {}, "xp.cfg": collections.OrderedDict(a=Payload())}, path)
     with pytest.raises(B2MError, match="not a loadable audiocraft checkpoint"):
         lm_from_audiocraft(path)
+
+
+def test_caption_conditioning_matches_transformers_text_path(reference):
+    from b2m.generation.loaders import caption_conditioning
+
+    def tokenizer(captions, padding, return_tensors):  # stands in for the folder's T5 tokenizer
+        ids = [[3 + ord(c) % 100 for c in caption] for caption in captions]
+        width = max(map(len, ids))
+        return {"input_ids": torch.tensor([row + [0] * (width - len(row)) for row in ids]),
+                "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])}
+
+    captions = ["slow blues", "fast jazz with brass"]
+    cond, mask = caption_conditioning(reference, tokenizer, captions)
+    assert cond.shape == (2, len(captions[1]), 32) and mask[0].sum() == len(captions[0])
+    inputs = tokenizer(captions, padding=True, return_tensors="pt")
+    captured = {}
+    decode = reference.audio_encoder.decode
+
+    def spy(codes, *args, **kwargs):
+        captured["codes"] = codes
+        return decode(codes, *args, **kwargs)
+
+    reference.audio_encoder.decode = spy
+    try:
+        with torch.no_grad():
+            reference.generate(**inputs, do_sample=False, guidance_scale=3.0, max_new_tokens=10)
+    finally:
+        reference.audio_encoder.decode = decode
+    lm = lm_from_transformers(reference)
+    ours = lm.generate(cond, 7, cond_mask=mask, guidance_scale=3.0, sampling=SamplingConfig(greedy=True))
+    assert torch.equal(ours, captured["codes"][0])

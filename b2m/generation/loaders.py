@@ -199,3 +199,19 @@ def lm_from_audiocraft(path: str | Path) -> MusicGenLM:
     lm = MusicGenLM(cfg)
     _load_table(lm, audiocraft_table(cfg), pkg["best_state"], str(path))
     return lm.eval()
+
+
+# ----------------------------------------------------------------- caption conditioning
+@torch.no_grad()
+def caption_conditioning(model: Any, tokenizer: Any, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions through a transformers MusicGen's own text encoder (T5): the sanity path.
+
+    Returns cond [B, L, D_text] (last_hidden_state, before enc_to_dec_proj) and its
+    attention mask [B, L], to pass to `MusicGenLM.generate(cond, ..., cond_mask=mask)`.
+    `tokenizer` is the folder's tokenizer (`AutoTokenizer.from_pretrained(path)`).
+    """
+    inputs = tokenizer(captions, padding=True, return_tensors="pt")
+    device = next(model.text_encoder.parameters()).device
+    ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+    cond = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    return cond, mask
