@@ -6,6 +6,9 @@ then ms/step, seconds of audio per second, peak extra memory, and ratios:
 - `ours/floor`: the engine's step against its matrix products alone (every weight of
   the step read once, at the same rows and dtype): how close the loop is to the
   weight-streaming limit.
+- `+attn`, `ours/(floor+attn)`: self-attention alone over a cache of the mean length
+  (steps / 2) added to the floor: at large batches the KV cache the step must read
+  rivals the weights (batch 32, 250 steps, bf16: ~0.8 GB per step vs 0.7 GB of weights).
 - `hf/ours`: speedup over transformers' generate at the same dtype and batch.
 - `vs hf fp32`: throughput over transformers' default (fp32) at the same batch.
 Also measured: how often bf16 tokens change when the same items run in another batch.
@@ -99,6 +102,23 @@ def hf_generate(model, ids, mask, steps, greedy):
     return captured["codes"]
 
 
+def attention_floor(lm: MusicGenLM, batch: int, steps: int, reps: int) -> float:
+    """Seconds per step for self-attention alone over a cache of the mean length (steps / 2), all layers."""
+    cfg, dt, dev = lm.cfg, lm.compute_dtype, lm.heads.weight.device
+    shape = (2 * batch, cfg.n_heads, max(1, steps // 2), cfg.dim // cfg.n_heads)
+    caches = [(torch.randn(shape, dtype=dt, device=dev), torch.randn(shape, dtype=dt, device=dev))
+              for _ in range(cfg.n_layers)]
+    q = torch.randn(shape[0], shape[1], 1, shape[3], dtype=dt, device=dev)
+    with torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(reps):
+            for k, v in caches:
+                F.scaled_dot_product_attention(q, k, v)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / reps
+
+
 def floor_step(lm: MusicGenLM, batch: int, reps: int) -> float:
     """Seconds per step for the step's matrix products alone: each weight read once, same rows."""
     rows = 2 * batch
@@ -167,7 +187,8 @@ def main() -> None:
             _, t_ours, mem_ours = timed(lambda: ours.generate(cond, n_frames, guidance_scale=GUIDANCE,
                                                               sampling=sampling, seeds=seeds), device)
             floor = floor_step(ours, batch, reps=10)
-            ms_ours, ms_floor = 1e3 * t_ours / args.steps, 1e3 * floor
+            attn = attention_floor(ours, batch, args.steps, reps=10)
+            ms_ours, ms_floor, ms_attn = 1e3 * t_ours / args.steps, 1e3 * floor, 1e3 * attn
             ms_hf = mem_hf = None
             if not args.no_reference:
                 hf_generate(hf, ids, mask, 2, greedy=False)  # warm-up
@@ -177,7 +198,7 @@ def main() -> None:
                     hf_fp32_ms[batch] = ms_hf
             audio_s = batch * n_frames / 50
             rows_out.append(dict(dtype=dtype_name, batch=batch, parity=parity, ms_ours=ms_ours, ms_hf=ms_hf,
-                                 ms_floor=ms_floor, xrt_ours=audio_s / t_ours,
+                                 ms_floor=ms_floor, ms_attn=ms_attn, xrt_ours=audio_s / t_ours,
                                  xrt_hf=None if ms_hf is None else audio_s / (ms_hf * args.steps / 1e3),
                                  mem_ours=mem_ours / 2**20, mem_hf=None if mem_hf is None else mem_hf / 2**20,
                                  hf32=hf_fp32_ms.get(batch)))
@@ -192,13 +213,15 @@ def fmt(value, spec):
 
 def print_row(r: dict, header: bool) -> None:
     if header:
-        print("\n| dtype | batch | parity | ours ms/step | hf ms/step | floor ms/step | ours/floor | hf/ours "
-              "| vs hf fp32 | ours audio s/s | hf audio s/s | ours peak MiB | hf peak MiB |")
-        print("|" + "---|" * 13)
+        print("\n| dtype | batch | parity | ours ms/step | hf ms/step | floor ms/step | ours/floor | +attn ms "
+              "| ours/(floor+attn) | hf/ours | vs hf fp32 | ours audio s/s | hf audio s/s | ours peak MiB "
+              "| hf peak MiB |")
+        print("|" + "---|" * 15)
     hf_ratio = None if r["ms_hf"] is None else r["ms_hf"] / r["ms_ours"]
     vs32 = None if r["hf32"] is None else r["hf32"] / r["ms_ours"]
     print(f"| {r['dtype']} | {r['batch']} | {r['parity']} | {r['ms_ours']:.1f} | {fmt(r['ms_hf'], '.1f')} | "
-          f"{r['ms_floor']:.1f} | {r['ms_ours'] / r['ms_floor']:.2f} | {fmt(hf_ratio, '.2f')} | {fmt(vs32, '.2f')} | "
+          f"{r['ms_floor']:.1f} | {r['ms_ours'] / r['ms_floor']:.2f} | {r['ms_attn']:.1f} | "
+          f"{r['ms_ours'] / (r['ms_floor'] + r['ms_attn']):.2f} | {fmt(hf_ratio, '.2f')} | {fmt(vs32, '.2f')} | "
           f"{r['xrt_ours']:.2f} | {fmt(r['xrt_hf'], '.2f')} | {r['mem_ours']:.0f} | {fmt(r['mem_hf'], '.0f')} |",
           flush=True)
 

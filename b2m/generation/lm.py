@@ -130,10 +130,9 @@ class Block(nn.Module):
         dt = self.fc1.weight.dtype
         x = x + self.self_attn(self.ln_self(x).to(dt), state.self_k[layer], state.self_v[layer], state.t,
                                kv_len, causal_mask)
-        n = state.n_cond
-        cond_rows = x[:n] + self.cross_attn(self.ln_cross(x[:n]).to(dt), state.cross_k[layer],
-                                            state.cross_v[layer], state.cross_mask)
-        x = torch.cat([cond_rows, x[n:]]) if n < x.shape[0] else cond_rows
+        n = state.n_cond  # x is a fresh tensor here, so the in-place update touches no cache
+        x[:n] += self.cross_attn(self.ln_cross(x[:n]).to(dt), state.cross_k[layer], state.cross_v[layer],
+                                 state.cross_mask)
         return x + self.fc2(F.gelu(self.fc1(self.ln_ffn(x).to(dt))))
 
 
