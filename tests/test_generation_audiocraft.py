@@ -54,3 +54,4 @@ def test_greedy_codes_identical_to_audiocraft(tmp_path, audiocraft_lm, cfg_coef)
     got = ours.generate(cond, frames, guidance_scale=cfg_coef, sampling=SamplingConfig(greedy=True))
     assert ref.shape == got.shape == (3, 4, frames)
     assert torch.equal(ref, got)
+    assert not torch.equal(ref[0], ref[1])  # the conditioning reaches the codes
