@@ -55,3 +55,35 @@ def test_greedy_codes_identical_to_audiocraft(tmp_path, audiocraft_lm, cfg_coef)
     assert ref.shape == got.shape == (3, 4, frames)
     assert torch.equal(ref, got)
     assert not torch.equal(ref[0], ref[1])  # the conditioning reaches the codes
+
+
+def test_codec_decodes_like_audiocraft(tmp_path):
+    from audiocraft.models.builders import get_compression_model
+
+    from b2m.generation.codec import decode_codes
+    from b2m.generation.loaders import codec_from_audiocraft
+
+    seanet = {"dimension": 16, "channels": 1, "causal": False, "n_filters": 4, "n_residual_layers": 1,
+              "ratios": [8, 5, 4, 4], "activation": "ELU", "activation_params": {"alpha": 1.0}, "norm": "weight_norm",
+              "norm_params": {}, "kernel_size": 7, "residual_kernel_size": 3, "last_kernel_size": 7,
+              "dilation_base": 2, "pad_mode": "constant", "true_skip": True, "compress": 2, "lstm": 2,
+              "disable_norm_outer_blocks": 0, "encoder": {},
+              "decoder": {"trim_right_ratio": 1.0, "final_activation": None, "final_activation_params": None}}
+    cfg = OmegaConf.create({
+        "compression_model": "encodec", "device": "cpu", "seanet": seanet,
+        "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "sample_rate": 32000, "channels": 1,
+                    "causal": False, "renormalize": False},
+        "rvq": {"n_q": 4, "q_dropout": False, "bins": 2048, "decay": 0.99, "kmeans_init": False, "kmeans_iters": 50,
+                "threshold_ema_dead_code": 2, "orthogonal_reg_weight": 0.0,
+                "orthogonal_reg_active_codes_only": False}})
+    torch.manual_seed(0)
+    model = get_compression_model(cfg).eval()
+    path = tmp_path / "compression_state_dict.bin"
+    torch.save({"best_state": model.state_dict(), "xp.cfg": cfg}, path)
+    codec = codec_from_audiocraft(path)
+    codes = torch.randint(0, 2048, (2, 4, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model.decode(codes, None)[:, 0]
+    got = decode_codes(codec, codes)
+    assert got.shape == ref.shape == (2, 12 * 640)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

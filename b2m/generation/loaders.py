@@ -6,6 +6,8 @@ along rows where we fuse q/k/v or the codebook heads); every tensor is shape-che
 
 from __future__ import annotations
 
+import math
+import re
 import typing
 from collections import defaultdict
 from pathlib import Path
@@ -215,3 +217,91 @@ def caption_conditioning(model: Any, tokenizer: Any, captions: list[str]) -> tup
     ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
     cond = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
     return cond, mask
+
+
+# ----------------------------------------------------------------- audiocraft EnCodec
+# audiocraft's SEANet/RVQ names -> transformers' EncodecModel names. The layer indices are the
+# same in both (transformers mirrors SEANet's nn.Sequential); weight-norm factors get their
+# parametrization names.
+_CODEC_RULES = [
+    (re.compile(r"^(encoder|decoder)\.model\.(\d+)\.(?:conv\.conv|convtr\.convtr)\.(.+)$"), r"\1.layers.\2.conv.\3"),
+    (re.compile(r"^(encoder|decoder)\.model\.(\d+)\.(block\.\d+|shortcut)\.conv\.conv\.(.+)$"),
+     r"\1.layers.\2.\3.conv.\4"),
+    (re.compile(r"^(encoder|decoder)\.model\.(\d+)\.lstm\.(.+)$"), r"\1.layers.\2.lstm.\3"),
+    (re.compile(r"^quantizer\.vq\.layers\.(\d+)\._codebook\.(.+)$"), r"quantizer.layers.\1.codebook.\2"),
+]
+_CODEBOOK_TRAINING_STATE = ("codebook.inited", "codebook.cluster_size", "codebook.embed_avg")  # unused to decode
+_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+
+
+def codec_name_from_audiocraft(name: str) -> str | None:
+    """The transformers EncodecModel name of an audiocraft compression-model tensor (None: not mapped)."""
+    for pattern, target in _CODEC_RULES:
+        if pattern.match(name):
+            mapped = pattern.sub(target, name)
+            stem, _, last = mapped.rpartition(".")
+            return f"{stem}.{_WEIGHT_NORM[last]}" if last in _WEIGHT_NORM else mapped
+    return None
+
+
+def codec_config_from_audiocraft(xp_cfg: dict, origin: str) -> Any:
+    """A transformers `EncodecConfig` equal to an audiocraft EnCodec (SEANet + RVQ) config."""
+    from transformers import EncodecConfig
+
+    try:
+        seanet, rvq, encodec = xp_cfg["seanet"], xp_cfg["rvq"], xp_cfg["encodec"]
+        decoder = {**seanet, **(seanet.get("decoder") or {})}
+        unsupported = {"activation": decoder.get("activation", "ELU") != "ELU",
+                       "activation_params": (decoder.get("activation_params") or {}).get("alpha", 1.0) != 1.0,
+                       "norm": decoder.get("norm") != "weight_norm",
+                       "disable_norm_outer_blocks": decoder.get("disable_norm_outer_blocks", 0) != 0,
+                       "final_activation": decoder.get("final_activation") is not None,
+                       "quantizer": encodec.get("quantizer", "rvq") != "rvq"}
+        bad = [key for key, is_bad in unsupported.items() if is_bad]
+        if bad:
+            raise B2MError(f"{origin}: EnCodec variant not supported (seanet/encodec keys {bad})")
+        ratios = list(decoder["ratios"])
+        sample_rate = int(encodec["sample_rate"])
+        frame_rate = math.ceil(sample_rate / math.prod(ratios))
+        n_q, bins = int(rvq["n_q"]), int(rvq["bins"])
+        return EncodecConfig(
+            sampling_rate=sample_rate, audio_channels=int(encodec["channels"]), normalize=bool(encodec["renormalize"]),
+            hidden_size=int(decoder["dimension"]), num_filters=int(decoder["n_filters"]),
+            num_residual_layers=int(decoder["n_residual_layers"]), upsampling_ratios=ratios,
+            norm_type="weight_norm", kernel_size=int(decoder["kernel_size"]),
+            last_kernel_size=int(decoder["last_kernel_size"]), residual_kernel_size=int(decoder["residual_kernel_size"]),
+            dilation_growth_rate=int(decoder["dilation_base"]), use_causal_conv=bool(decoder["causal"]),
+            pad_mode=str(decoder["pad_mode"]), compress=int(decoder["compress"]), num_lstm_layers=int(decoder["lstm"]),
+            trim_right_ratio=float(decoder.get("trim_right_ratio", 1.0)), codebook_size=bins,
+            use_conv_shortcut=not bool(decoder["true_skip"]),
+            # transformers derives the number of quantizers from the bandwidth (n_q codes of log2(bins) bits)
+            target_bandwidths=[n_q * math.log2(bins) * frame_rate / 1000])
+    except KeyError as err:
+        raise B2MError(f"{origin}: xp.cfg lacks EnCodec key {err}") from err
+
+
+def codec_from_audiocraft(path: str | Path) -> Any:
+    """transformers `EncodecModel` with the weights of an audiocraft `compression_state_dict.bin`."""
+    from transformers import EncodecModel
+
+    pkg = load_audiocraft_package(path)
+    config = codec_config_from_audiocraft(pkg["xp.cfg"], str(path))
+    codec = EncodecModel(config).eval()
+    ours = codec.state_dict()
+    filled = set()
+    with torch.no_grad():
+        for name, value in pkg["best_state"].items():
+            target = codec_name_from_audiocraft(name)
+            if target is None or (target not in ours and target.endswith(_CODEBOOK_TRAINING_STATE)):
+                continue
+            if target not in ours or ours[target].shape != value.shape:
+                got = "missing" if target not in ours else f"shape {tuple(ours[target].shape)}"
+                raise B2MError(f"{path}: {name!r} {tuple(value.shape)} does not fit {target!r} ({got})")
+            ours[target].copy_(value)
+            filled.add(target)
+    # Buffers that transformers recomputes itself (conv geometry) need not come from the file.
+    missing = [n for n in ours if n not in filled
+               and not n.endswith(("stride", "kernel_size", "padding_total") + _CODEBOOK_TRAINING_STATE)]
+    if missing:
+        raise B2MError(f"{path}: no tensor for {missing[0]} (and {len(missing) - 1} more)")
+    return codec

@@ -30,7 +30,7 @@ from b2m.errors import B2MError
 from b2m.generation.codec import decode_codes
 from b2m.generation.configs import random_musicgen
 from b2m.generation.lm import MusicGenLM, SamplingConfig
-from b2m.generation.loaders import lm_from_audiocraft, lm_from_transformers, load_transformers
+from b2m.generation.loaders import codec_from_audiocraft, lm_from_audiocraft, lm_from_transformers, load_transformers
 from b2m.io import atomic_path, write_text
 
 MAX_DURATION_S = 30.0  # MusicGen's training context; longer needs windowed continuation
@@ -145,10 +145,9 @@ def build_generator(gen: DictConfig) -> tuple[MusicGenLM, Any]:
     if gen.format == "transformers":
         model = load_transformers(gen.weights)
         return lm_from_transformers(model, str(gen.weights)), model.audio_encoder
-    if gen.format == "audiocraft":
-        raise B2MError("generator.format: audiocraft checkpoints load as an LM only (b2m.generation.loaders."
-                       "lm_from_audiocraft); their EnCodec (compression_state_dict.bin) is not converted yet: "
-                       "use the transformers format of the same model")
+    if gen.format == "audiocraft":  # a folder with audiocraft's two files
+        folder = Path(gen.weights)
+        return lm_from_audiocraft(folder / "state_dict.bin"), codec_from_audiocraft(folder / "compression_state_dict.bin")
     raise B2MError(f"generator.format: {gen.format!r} is not one of transformers, audiocraft")
 
 
