@@ -136,3 +136,30 @@ def test_caption_conditioning_matches_transformers_text_path(reference):
     lm = lm_from_transformers(reference)
     ours = lm.generate(cond, 7, cond_mask=mask, guidance_scale=3.0, sampling=SamplingConfig(greedy=True))
     assert torch.equal(ours, captured["codes"][0])
+
+
+@pytest.mark.parametrize("audiocraft_name,expected", [
+    # expected names from transformers' convert_encodec_checkpoint_to_pytorch.py tables
+    ("decoder.model.3.convtr.convtr.weight_g", "decoder.layers.3.conv.parametrizations.weight.original0"),
+    ("decoder.model.15.conv.conv.weight_v", "decoder.layers.15.conv.parametrizations.weight.original1"),
+    ("encoder.model.1.block.3.conv.conv.bias", "encoder.layers.1.block.3.conv.bias"),
+    ("encoder.model.4.shortcut.conv.conv.bias", "encoder.layers.4.shortcut.conv.bias"),
+    ("decoder.model.1.lstm.weight_hh_l1", "decoder.layers.1.lstm.weight_hh_l1"),
+    ("quantizer.vq.layers.2._codebook.embed", "quantizer.layers.2.codebook.embed"),
+    ("condition_provider.conditioners.description.embed.weight", None),
+])
+def test_codec_names_follow_transformers_conversion_table(audiocraft_name, expected):
+    from b2m.generation.loaders import codec_name_from_audiocraft
+
+    assert codec_name_from_audiocraft(audiocraft_name) == expected
+
+
+def test_codec_config_refuses_other_variants():
+    from b2m.generation.loaders import codec_config_from_audiocraft
+
+    with pytest.raises(B2MError, match="lacks EnCodec key"):
+        codec_config_from_audiocraft({"seanet": {}, "rvq": {}}, "compression_state_dict.bin")
+    cfg = {"encodec": {"sample_rate": 32000, "channels": 1, "renormalize": False},
+           "rvq": {"n_q": 4, "bins": 2048}, "seanet": {"norm": "time_group_norm", "ratios": [8, 5, 4, 4]}}
+    with pytest.raises(B2MError, match="norm"):
+        codec_config_from_audiocraft(cfg, "compression_state_dict.bin")
