@@ -9,7 +9,8 @@ loads it through the same name table as a pretrained checkpoint, and transformer
 from __future__ import annotations
 
 import torch
-from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
+from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration,
+                          T5Config)
 
 from b2m.errors import B2MError
 

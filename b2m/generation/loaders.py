@@ -265,7 +265,8 @@ def codec_config_from_audiocraft(xp_cfg: dict, origin: str) -> Any:
         frame_rate = math.ceil(sample_rate / math.prod(ratios))
         n_q, bins = int(rvq["n_q"]), int(rvq["bins"])
         return EncodecConfig(
-            sampling_rate=sample_rate, audio_channels=int(encodec["channels"]), normalize=bool(encodec["renormalize"]),
+            sampling_rate=sample_rate, audio_channels=int(encodec["channels"]),
+            normalize=bool(encodec["renormalize"]),
             hidden_size=int(decoder["dimension"]), num_filters=int(decoder["n_filters"]),
             num_residual_layers=int(decoder["n_residual_layers"]), upsampling_ratios=ratios,
             norm_type="weight_norm", kernel_size=int(decoder["kernel_size"]),

@@ -147,7 +147,8 @@ def build_generator(gen: DictConfig) -> tuple[MusicGenLM, Any]:
         return lm_from_transformers(model, str(gen.weights)), model.audio_encoder
     if gen.format == "audiocraft":  # a folder with audiocraft's two files
         folder = Path(gen.weights)
-        return lm_from_audiocraft(folder / "state_dict.bin"), codec_from_audiocraft(folder / "compression_state_dict.bin")
+        lm = lm_from_audiocraft(folder / "state_dict.bin")
+        return lm, codec_from_audiocraft(folder / "compression_state_dict.bin")
     raise B2MError(f"generator.format: {gen.format!r} is not one of transformers, audiocraft")
 
 
