@@ -1,0 +1,253 @@
+"""Benchmark: the b2m engine vs transformers' MusicGen `generate`, and vs the matmul floor.
+
+Random weights of the musicgen-small architecture, guidance 3.0, top-k 250 sampling.
+For each (dtype, batch): a greedy parity check (fp32 only: codes equal for a few steps),
+then ms/step, seconds of audio per second, peak extra memory, and ratios:
+- `ours/floor`: the engine's step against its matrix products alone (every weight of
+  the step read once, at the same rows and dtype): how close the loop is to the
+  weight-streaming limit.
+- `+attn`, `ours/(floor+attn)`: self-attention alone over a cache of the mean length
+  (steps / 2) added to the floor: at large batches the KV cache the step must read
+  rivals the weights (batch 32, 250 steps, bf16: ~0.8 GB per step vs 0.7 GB of weights).
+- `hf/ours`: speedup over transformers' generate at the same dtype and batch.
+- `vs hf fp32`: throughput over transformers' default (fp32) at the same batch.
+Also measured: how often bf16 tokens change when the same items run in another batch.
+
+  python bench/generation.py                       # full table: 250 steps, batch 1 8 32, fp32 bf16
+  python bench/generation.py --steps 20 --batches 8 --dtypes bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+
+from b2m.generation.configs import random_musicgen
+from b2m.generation.lm import MusicGenLM, SamplingConfig
+from b2m.generation.loaders import lm_from_transformers
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+GUIDANCE = 3.0
+TEXT_LEN = 16  # conditioning tokens
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 5 ms (CPU), or CUDA's peak."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.base, self.running = self._rss(), True
+
+        def watch():
+            while self.running:
+                self.peak = max(self.peak, self._rss() - self.base)
+                time.sleep(0.005)
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    with PeakRSS(device) as mem:
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return out, elapsed, mem.peak
+
+
+def hf_generate(model, ids, mask, steps, greedy):
+    """Codes [B, K, F] from transformers' generate; its EnCodec decode is skipped (not part of the LM)."""
+    captured = {}
+    decode = model.audio_encoder.decode
+
+    def keep_codes(codes, *args, **kwargs):
+        captured["codes"] = codes[0]
+        return decode(codes[..., :1], *args, **kwargs)  # one frame: negligible, keeps generate's contract
+
+    model.audio_encoder.decode = keep_codes
+    try:
+        with torch.no_grad():
+            model.generate(input_ids=ids, attention_mask=mask, do_sample=not greedy, top_k=250,
+                           guidance_scale=GUIDANCE, max_new_tokens=steps)
+    finally:
+        model.audio_encoder.decode = decode
+    return captured["codes"]
+
+
+def attention_floor(lm: MusicGenLM, batch: int, steps: int, reps: int) -> float:
+    """Seconds per step for self-attention alone over a cache of the mean length (steps / 2), all layers."""
+    cfg, dt, dev = lm.cfg, lm.compute_dtype, lm.heads.weight.device
+    shape = (2 * batch, cfg.n_heads, max(1, steps // 2), cfg.dim // cfg.n_heads)
+    caches = [(torch.randn(shape, dtype=dt, device=dev), torch.randn(shape, dtype=dt, device=dev))
+              for _ in range(cfg.n_layers)]
+    q = torch.randn(shape[0], shape[1], 1, shape[3], dtype=dt, device=dev)
+    with torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(reps):
+            for k, v in caches:
+                F.scaled_dot_product_attention(q, k, v)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / reps
+
+
+def floor_step(lm: MusicGenLM, batch: int, reps: int) -> float:
+    """Seconds per step for the step's matrix products alone: each weight read once, same rows."""
+    rows = 2 * batch
+    dt, dev = lm.compute_dtype, lm.heads.weight.device
+    products = []  # (rows, weight)
+    for block in lm.blocks:
+        products += [(rows, block.self_attn.qkv.weight), (rows, block.self_attn.out.weight),
+                     (batch, block.cross_attn.q.weight), (batch, block.cross_attn.out.weight),
+                     (rows, block.fc1.weight), (rows, block.fc2.weight)]
+    products.append((rows, lm.heads.weight))
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=dt, device=dev) for _, w in products}
+
+    def step():
+        for r, w in products:
+            F.linear(inputs[w.shape[1]][:r], w)
+
+    with torch.no_grad():
+        step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(reps):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / reps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=250, help="generation steps (50 per second of audio)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    parser.add_argument("--parity-steps", type=int, default=6)
+    parser.add_argument("--drift-batch", type=int, default=8, help="batch for the bf16 batch-shape drift check")
+    parser.add_argument("--no-reference", action="store_true", help="skip transformers' generate timings")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, steps {args.steps}, "
+          f"guidance {GUIDANCE}, top-k 250 sampling")
+    hf = random_musicgen("small", seed=0).to(device)
+    ours = lm_from_transformers(hf, "random musicgen-small").to(device)
+    n_frames = args.steps - ours.cfg.n_codebooks + 1
+    sampling = SamplingConfig(top_k=250)
+    rows_out = []
+    hf_fp32_ms: dict[int, float] = {}
+    for dtype_name in args.dtypes:
+        dtype = DTYPES[dtype_name]
+        ours.set_precision(dtype)
+        hf.to(dtype)
+        for batch in args.batches:
+            ids = torch.randint(1, 32000, (batch, TEXT_LEN), device=device)
+            mask = torch.ones_like(ids)
+            with torch.no_grad():
+                cond = hf.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            seeds = torch.arange(batch)
+            parity = "-"
+            if dtype == torch.float32:
+                ref = hf_generate(hf, ids[:2], mask[:2], args.parity_steps, greedy=True)
+                got = ours.generate(cond[:2], args.parity_steps - 3, guidance_scale=GUIDANCE,
+                                    sampling=SamplingConfig(greedy=True))
+                parity = "equal" if torch.equal(ref.cpu(), got.cpu()) else "DIFFER"
+            ours.generate(cond, 2, guidance_scale=GUIDANCE, sampling=sampling, seeds=seeds)  # warm-up
+            _, t_ours, mem_ours = timed(lambda: ours.generate(cond, n_frames, guidance_scale=GUIDANCE,
+                                                              sampling=sampling, seeds=seeds), device)
+            floor = floor_step(ours, batch, reps=10)
+            attn = attention_floor(ours, batch, args.steps, reps=10)
+            ms_ours, ms_floor, ms_attn = 1e3 * t_ours / args.steps, 1e3 * floor, 1e3 * attn
+            ms_hf = mem_hf = None
+            if not args.no_reference:
+                hf_generate(hf, ids, mask, 2, greedy=False)  # warm-up
+                _, t_hf, mem_hf = timed(lambda: hf_generate(hf, ids, mask, args.steps, greedy=False), device)
+                ms_hf = 1e3 * t_hf / args.steps
+                if dtype == torch.float32:
+                    hf_fp32_ms[batch] = ms_hf
+            audio_s = batch * n_frames / 50
+            rows_out.append(dict(dtype=dtype_name, batch=batch, parity=parity, ms_ours=ms_ours, ms_hf=ms_hf,
+                                 ms_floor=ms_floor, ms_attn=ms_attn, xrt_ours=audio_s / t_ours,
+                                 xrt_hf=None if ms_hf is None else audio_s / (ms_hf * args.steps / 1e3),
+                                 mem_ours=mem_ours / 2**20, mem_hf=None if mem_hf is None else mem_hf / 2**20,
+                                 hf32=hf_fp32_ms.get(batch)))
+            print_row(rows_out[-1], header=len(rows_out) == 1)
+    if "bf16" in args.dtypes:
+        batch_shape_drift(ours, hf, device, args.drift_batch, args.steps)
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def print_row(r: dict, header: bool) -> None:
+    if header:
+        print("\n| dtype | batch | parity | ours ms/step | hf ms/step | floor ms/step | ours/floor | +attn ms "
+              "| ours/(floor+attn) | hf/ours | vs hf fp32 | ours audio s/s | hf audio s/s | ours peak MiB "
+              "| hf peak MiB |")
+        print("|" + "---|" * 15)
+    hf_ratio = None if r["ms_hf"] is None else r["ms_hf"] / r["ms_ours"]
+    vs32 = None if r["hf32"] is None else r["hf32"] / r["ms_ours"]
+    print(f"| {r['dtype']} | {r['batch']} | {r['parity']} | {r['ms_ours']:.1f} | {fmt(r['ms_hf'], '.1f')} | "
+          f"{r['ms_floor']:.1f} | {r['ms_ours'] / r['ms_floor']:.2f} | {r['ms_attn']:.1f} | "
+          f"{r['ms_ours'] / (r['ms_floor'] + r['ms_attn']):.2f} | {fmt(hf_ratio, '.2f')} | {fmt(vs32, '.2f')} | "
+          f"{r['xrt_ours']:.2f} | {fmt(r['xrt_hf'], '.2f')} | {r['mem_ours']:.0f} | {fmt(r['mem_hf'], '.0f')} |",
+          flush=True)
+
+
+def batch_shape_drift(ours: MusicGenLM, hf, device, batch: int, steps: int) -> None:
+    """bf16: the first two items generated inside a batch of `batch` vs as a batch of 2, same seeds."""
+    ours.set_precision(torch.bfloat16)
+    ids = torch.randint(1, 32000, (batch, TEXT_LEN), device=device)
+    with torch.no_grad():
+        cond = hf.to(torch.float32).text_encoder(input_ids=ids).last_hidden_state
+    n_frames = steps - 3
+    seeds = torch.arange(batch) + 100
+    sampling = SamplingConfig(top_k=250)
+    big = ours.generate(cond, n_frames, guidance_scale=GUIDANCE, sampling=sampling, seeds=seeds)[:2]
+    small = ours.generate(cond[:2], n_frames, guidance_scale=GUIDANCE, sampling=sampling, seeds=seeds[:2])
+    same = (big == small).float().mean().item()
+    differs = (big != small).any(dim=(0, 1)).nonzero()
+    first = int(differs[0]) if len(differs) else None
+    greedy = SamplingConfig(greedy=True)
+    g_big = ours.generate(cond, n_frames, guidance_scale=GUIDANCE, sampling=greedy)[:2]
+    g_small = ours.generate(cond[:2], n_frames, guidance_scale=GUIDANCE, sampling=greedy)
+    print(f"\nbf16 batch-shape drift (items 0-1 in a batch of {batch} vs a batch of 2, {n_frames} frames): "
+          f"top-k sampling: {100 * same:.1f}% tokens equal, first differing frame {first}; "
+          f"greedy: {100 * (g_big == g_small).float().mean().item():.1f}% tokens equal")
+
+
+if __name__ == "__main__":
+    main()
