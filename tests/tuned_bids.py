@@ -84,7 +84,7 @@ def simulate(root: Path, seed: int = 0, gain: float = 2.0) -> None:
 
 
 def make_tuned_bids(root: Path) -> Path:
-    """Two training and two test runs of sub-001 on a 5x4x3 grid, with tuned voxels (see the module doc)."""
-    make_bids(root, training_runs=(1, 2), test_runs=(1, 2), grid=GRID)
+    """One training and two test runs of sub-001 on a 5x4x3 grid, with tuned voxels (see the module doc)."""
+    make_bids(root, training_runs=(1,), test_runs=(1, 2), grid=GRID)
     simulate(root)
     return root

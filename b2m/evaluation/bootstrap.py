@@ -3,8 +3,9 @@
 A bootstrap sample draws N clips with replacement; it is represented by the counts
 `[N]` of each original clip. Every metric is recomputed on the sample: identification
 and top-k compare each drawn clip with the *distinct* other clips of the sample (a
-duplicate of the right clip is the same clip, not a competitor), Pearson is computed
-across the drawn clips (duplicates weigh double), cosine is averaged over them.
+duplicate of the right clip is the same clip, not a competitor; top-k ranks are
+rescaled to the full set's N - 1 competitors), Pearson is computed across the drawn
+clips (duplicates weigh double), cosine is averaged over them.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ def bootstrap_metrics(pred, true, counts: np.ndarray) -> dict[str, np.ndarray]:
     losses = present @ (c > np.diag(c)[:, None]).astype(np.float64).T  # competitors ranked above clip i
     with np.errstate(invalid="ignore", divide="ignore"):
         per_clip_id = wins / (n_present[:, None] - 1)
+        # A sample holds fewer distinct competitors than the N - 1 of the test set, which would make
+        # top-k easier: the rank is rescaled to N - 1 competitors (exact when all clips are drawn).
+        rank = losses * (n - 1) / (n_present[:, None] - 1)
     out = {
         "id_acc": _weighted_mean(np.nan_to_num(per_clip_id), m),
-        "top1": _weighted_mean(losses < 1, m),
-        "top5": _weighted_mean(losses < 5, m),
+        "top1": _weighted_mean(np.nan_to_num(rank, nan=np.inf) < 1, m),
+        "top5": _weighted_mean(np.nan_to_num(rank, nan=np.inf) < 5, m),
         "cosine": _weighted_mean(np.broadcast_to(_cosines(pred, true), m.shape), m),
         "pearson": _weighted_pearson(pred, true, m),
     }

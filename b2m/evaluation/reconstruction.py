@@ -79,14 +79,19 @@ def _check_exist(manifest: Path, per_clip: dict[str, list[Path]]) -> None:
 
 def embed_files(space: EmbeddingSpace, files: list[Path], batch_size: int = 16) -> np.ndarray:
     """Embeddings `[N, L, D]` of audio files, processed as the retrieval database is (whole file,
-    fades, RMS-normalised, resampled to the space's rate); an unreadable file is a B2MError."""
+    fades, RMS-normalised, resampled to the space's rate); an unreadable file, or one whose embedding
+    is not finite, is a B2MError."""
     if space.modality != "audio":
         raise B2MError(f"spaces: {space.name!r} embeds {space.modality}, not audio; reconstructions need an "
                        f"audio space")
     out = []
     for lo in range(0, len(files), batch_size):
-        waves = [load_database_audio(path, space.sample_rate) for path in files[lo:lo + batch_size]]
-        out.append(space.embed_batch(waves))
+        batch = files[lo:lo + batch_size]
+        emb = space.embed_batch([load_database_audio(path, space.sample_rate) for path in batch])
+        for path, row in zip(batch, emb):
+            if not np.isfinite(row).all():
+                raise B2MError(f"{path}: its {space.name} embedding is not finite (audio too short?)")
+        out.append(emb)
     return np.concatenate(out) if out else np.zeros((0, *space.shape), np.float32)
 
 
