@@ -214,10 +214,9 @@ def test_bad_input_is_a_one_line_error_naming_the_file(tuned_run, tmp_path):
     generated = write_recon(tuned_run, tmp_path / "gen", "generated", stimulus=False)
     corrupt = sorted((generated / "sub-001").glob("*.wav"))[1]
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    res = run_cli(f"run={tuned_run}", f"out_dir={tmp_path / 'ev'}", f"generated={generated}", "logo=false",
-                  "genre=false", "report.enabled=false", "n_boot=10")
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
-    assert f"error: {corrupt}: unreadable audio" in res.stderr
+    with pytest.raises(B2MError, match=rf"^{corrupt}: unreadable audio [^\n]*$"):
+        evaluate(eval_cfg(tuned_run, tmp_path / "ev", f"generated={generated}", "logo=false", "genre=false",
+                          "report.enabled=false"))
 
     (generated / "manifest.jsonl").write_text('{"subject": "sub-001"}\n')
     with pytest.raises(B2MError, match=r"manifest\.jsonl: line 1: not a generation record"):
