@@ -27,7 +27,9 @@ from b2m.evaluation.genre import fit_genre_classifier, genre_probabilities, genr
 from b2m.evaluation.logo import leave_one_genre_out
 from b2m.evaluation.metrics import baseline_predictions, derange
 from b2m.evaluation.reconstruction import Reconstructions, read_generated, read_retrieval, reconstruction_draws
+from b2m.evaluation.report import write_report
 from b2m.evaluation.run import TrainingRun, load_run
+from b2m.evaluation.summary import decoding_prefixes, genre_sets, write_summary
 from b2m.io import write_json
 from b2m.targets import EmbeddingSpace, build_space
 
@@ -63,12 +65,8 @@ def evaluate(cfg: DictConfig) -> dict:
     write_json(out_dir / "metrics.json", metrics)
 
     figures = write_figures(metrics, out_dir)
-    from b2m.evaluation.summary import write_summary
-
     write_summary(out_dir / "summary.md", metrics, figures, notes)
     if cfg.report.enabled:
-        from b2m.evaluation.report import write_report
-
         write_report(out_dir / "report", run, metrics, figures, recon, decoded_genres, cfg.report, out_dir)
     return metrics
 
@@ -230,21 +228,18 @@ def logo_section(run: TrainingRun) -> tuple[dict, str]:
 def write_figures(metrics: dict, out_dir: Path) -> list[str]:
     """The PNGs of the tables; returns their file names (relative to `out_dir`)."""
     names = []
-    prefixes = [k[: -len("/id_acc")] for k in metrics
-                if k.endswith("/id_acc") and not k.startswith(("sub-", "genre/", "logo/", "encoding/"))]
     rows = [(p, metrics[f"{p}/id_acc"], metrics[f"{p}/id_acc_ci_low"], metrics[f"{p}/id_acc_ci_high"])
-            for p in prefixes]
+            for p in decoding_prefixes(metrics)]
     plots.plot_bars(rows, out_dir / "identification.png", "identification accuracy (mean over subjects, "
                     f"{metrics['ci_level']:.0%} bootstrap CI)", "identification accuracy", CHANCE["id_acc"])
     names.append("identification.png")
-    genre_sets = [k[len("genre/"): -len("/acc")] for k in metrics
-                  if k.startswith("genre/") and k.endswith("/acc") and k.count("/") >= 2]
-    if genre_sets:
+    sets = genre_sets(metrics)
+    if sets:
         rows = [(s, metrics[f"genre/{s}/acc"], metrics[f"genre/{s}/acc_ci_low"], metrics[f"genre/{s}/acc_ci_high"])
-                for s in genre_sets]
+                for s in sets]
         plots.plot_bars(rows, out_dir / "genre_accuracy.png", "genre classification of decoded embeddings",
                         "accuracy", CHANCE["genre"])
-        series = {s: {g: metrics.get(f"genre/{s}/acc/{g}") for g in GENRES} for s in genre_sets}
+        series = {s: {g: metrics.get(f"genre/{s}/acc/{g}") for g in GENRES} for s in sets}
         plots.plot_per_genre(series, out_dir / "genre_per_genre.png", "genre accuracy per genre", "accuracy",
                              CHANCE["genre"])
         names += ["genre_accuracy.png", "genre_per_genre.png"]

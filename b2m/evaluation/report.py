@@ -19,13 +19,14 @@ from pathlib import Path
 import soundfile as sf
 from omegaconf import DictConfig
 
+from b2m.data.bids import subject_label
 from b2m.data.clips import Clip
 from b2m.data.datamodule import data_paths
 from b2m.data.stimuli import StimulusSet
 from b2m.evaluation.metrics import METRICS
 from b2m.evaluation.reconstruction import Reconstructions
 from b2m.evaluation.run import TrainingRun
-from b2m.evaluation.summary import decoding_prefixes, fmt, with_ci
+from b2m.evaluation.summary import decoding_prefixes, fmt, genre_sets, with_ci
 from b2m.io import atomic_path, write_text
 
 STIMULUS_RATE = 22050  # GTZAN's rate
@@ -92,11 +93,9 @@ def metrics_tables(metrics: dict) -> list[str]:
         cells = "".join(f"<td>{esc(with_ci(metrics, f'{prefix}/{m}'))}</td>" for m in METRICS)
         out.append(f"<tr><td>{esc(prefix)}</td>{cells}</tr>")
     out.append("</table>")
-    genre_sets = [k[len("genre/"): -len("/acc")] for k in metrics
-                  if k.startswith("genre/") and k.endswith("/acc") and k.count("/") >= 2]
-    if genre_sets:
+    if genre_sets(metrics):
         out.append("<table><tr><th>genre classified from</th><th>accuracy</th><th>top-3</th><th>agreement</th></tr>")
-        for s in genre_sets:
+        for s in genre_sets(metrics):
             out.append(f"<tr><td>{esc(s)}</td><td>{esc(with_ci(metrics, f'genre/{s}/acc'))}</td>"
                        f"<td>{esc(fmt(metrics.get(f'genre/{s}/top3')))}</td>"
                        f"<td>{esc(fmt(metrics.get(f'genre/{s}/agreement')))}</td></tr>")
@@ -108,7 +107,8 @@ def write_report(folder: Path, run: TrainingRun, metrics: dict, figures: list[st
                  decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path) -> Path:
     """Write the report folder; returns the path of index.html."""
     folder = Path(folder)
-    subjects = [s for s in run.subjects if rcfg.subjects is None or s in [str(x) for x in rcfg.subjects]]
+    chosen = None if rcfg.subjects is None else {subject_label(s) for s in rcfg.subjects}
+    subjects = [s for s in run.subjects if chosen is None or s in chosen]
     shown = {"retrieval": int(rcfg.retrieved), "generated": int(rcfg.generated)}
     stimuli = StimulusSet(data_paths(run.cfg.data)["stimuli"])
 

@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from b2m.data.bids import BIDSDataset, read_events
 from b2m.data.clips import Clip
-from b2m.data.datamodule import _run_list
 from b2m.errors import B2MError
 from b2m.targets import EmbeddingSpace, build_space
 
@@ -49,7 +48,8 @@ class TrainingRun:
         """The distinct clips of `subject`'s selected runs of `task` ("Training" or "Test"), sorted."""
         data = self.cfg.data
         key = "training_runs" if task == "Training" else "test_runs"
-        runs = BIDSDataset(data.root).select_runs(subject, task, _run_list(data.get(key)))
+        numbers = data.get(key)
+        runs = BIDSDataset(data.root).select_runs(subject, task, None if numbers is None else [int(n) for n in numbers])
         return sorted({p.clip for run in runs for p in read_events(run.events)})
 
     def test_clips(self, subject: str) -> list[Clip]:

@@ -30,6 +30,12 @@ def decoding_prefixes(metrics: dict) -> list[str]:
             if k.endswith("/id_acc") and not k.startswith(("sub-", "genre/", "logo/", "encoding/"))]
 
 
+def genre_sets(metrics: dict) -> list[str]:
+    """The sets the genre classifier scored (`true`, `pred`, `retrieval/acoustic`, ...), in insertion order."""
+    return [k[len("genre/"): -len("/acc")] for k in metrics
+            if k.startswith("genre/") and k.endswith("/acc") and k.count("/") >= 2]
+
+
 def summary_lines(metrics: dict, figures: list[str], notes: list[str]) -> list[str]:
     level = metrics.get("ci_level", 0.95)
     lines = ["# Evaluation summary", "",
@@ -39,15 +45,13 @@ def summary_lines(metrics: dict, figures: list[str], notes: list[str]) -> list[s
              "## Decoding and reconstruction", ""]
     rows = [[p] + [with_ci(metrics, f"{p}/{m}") for m in METRICS] for p in decoding_prefixes(metrics)]
     lines += table(["set"] + list(METRICS), rows)
-    genre_sets = [k[len("genre/"): -len("/acc")] for k in metrics
-                  if k.startswith("genre/") and k.endswith("/acc") and k.count("/") >= 2]
-    if genre_sets:
+    if genre_sets(metrics):
         lines += ["", "## Genre class agreement", "",
                   "A logistic regression trained on the true embeddings of the training clips classifies the "
                   "decoded ones; `true` is its accuracy on the true test embeddings (the ceiling); `agreement`: "
                   "same genre as the true embedding.", ""]
         rows = [[s, with_ci(metrics, f"genre/{s}/acc"), fmt(metrics.get(f"genre/{s}/top3")),
-                 fmt(metrics.get(f"genre/{s}/agreement"))] for s in genre_sets]
+                 fmt(metrics.get(f"genre/{s}/agreement"))] for s in genre_sets(metrics)]
         lines += table(["set", "accuracy", "top-3", "agreement"], rows)
     if any(k.startswith("logo/") for k in metrics):
         lines += ["", "## Leave one genre out", "",
