@@ -12,6 +12,7 @@ Writes into `out_dir`:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,8 @@ def evaluate(cfg: DictConfig) -> dict:
         from b2m.evaluation.encoding import encoding_analysis
 
         metrics.update(encoding_analysis(run.cfg.data, cfg.encoding, out_dir / "encoding", seed))
+    # Strict JSON: an undefined value (e.g. an interval with no finite resample) is null, not NaN.
+    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
     write_json(out_dir / "metrics.json", metrics)
 
     figures = write_figures(metrics, out_dir)

@@ -22,11 +22,13 @@ def _save(fig, path: Path) -> None:
 
 def plot_bars(rows: list[tuple[str, float, float, float]], path: Path, title: str, ylabel: str,
               chance: float | None) -> None:
-    """A bar per `(label, value, ci_low, ci_high)` with its interval (baselines grey), and a dashed chance line."""
+    """A bar per `(label, value, ci_low, ci_high)` (None: not drawn) with its interval (baselines grey),
+    and a dashed chance line."""
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.6))
     x = np.arange(len(rows))
-    values = np.array([r[1] for r in rows], dtype=float)
-    err = np.array([[v - r[2], r[3] - v] for v, r in zip(values, rows)], dtype=float).T
+    table = np.array([r[1:] for r in rows], dtype=float).reshape(len(rows), 3)  # None -> NaN
+    values = table[:, 0]
+    err = np.stack([values - table[:, 1], table[:, 2] - values])
     colours = ["#999999" if ("baseline" in r[0] or "shuffled" in r[0]) else "#4c72b0" for r in rows]
     ax.bar(x, values, color=colours)
     ax.errorbar(x, values, yerr=np.nan_to_num(np.abs(err)), fmt="none", ecolor="black", capsize=4)
