@@ -49,7 +49,6 @@ from b2m.targets import EmbeddingSpace, build_space
 TRUTH_FILE = "derivatives/demo/{subject}/{subject}_desc-truth.npz"
 TRUTH_CLASS_KEY, TRUTH_IJK_KEY = "tuning_class", "ijk"
 TRUTH_CLASSES = {0: "untuned", 1: "spectrotemporal", 2: "semantic"}
-TUNED, UNTUNED = "tuned", "untuned"
 
 
 # ----------------------------------------------------------------- design
@@ -74,9 +73,9 @@ def delayed(x: np.ndarray, delays: list[int]) -> np.ndarray:
 
 # ----------------------------------------------------------------- one subject, one space
 def fit_space(pre: PreprocessedSubject, emb: dict[Clip, np.ndarray], delays: list[int], window: list[int],
-              alphas: list[float], n_folds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fit on the Training runs, predict the Test runs: `(pred [N, W, V], observed repeats [N, R, W, V])`,
-    N test clips; plus the chosen alphas `[V]`."""
+              alphas: list[float], n_folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit on the Training runs, predict the Test runs: `(pred [N, W, V], observed repeats [N, R, W, V])`
+    for the N test clips, W window TRs (`window`, TRs after each onset) and R presentations."""
     train_clips = {p.clip for run in pre.runs["Training"] for p in pre.events[run.name]}
     stack = np.stack([emb[c].reshape(-1) for c in sorted(train_clips)])
     mean, sd = stack.mean(axis=0), stack.std(axis=0)
@@ -94,7 +93,7 @@ def fit_space(pre: PreprocessedSubject, emb: dict[Clip, np.ndarray], delays: lis
     test = pre.runs["Test"]
     observed = build_samples("Test", test, pre.events, pre.data.runs, pre.tr, window, average_repeats=True)
     pred = build_samples("Test", test, pre.events, predicted, pre.tr, window, average_repeats=True)
-    return pred.x, observed.repeats, ridge.best_alphas_
+    return pred.x, observed.repeats
 
 
 def permutation_p(pred: np.ndarray, observed: np.ndarray, r: np.ndarray, n_perm: int, seed: int) -> np.ndarray:
@@ -188,7 +187,7 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
         ev = cc = regions = None
         for name, space in spaces.items():
             emb = clip_targets(data_cfg, space, clips)
-            pred, repeats, _ = fit_space(pre, emb, delays, list(data_cfg.delays_tr), list(ecfg.alphas),
+            pred, repeats = fit_space(pre, emb, delays, list(data_cfg.delays_tr), list(ecfg.alphas),
                                          int(ecfg.n_folds))
             n, n_rep, w, v = repeats.shape
             observed = repeats.mean(axis=1)

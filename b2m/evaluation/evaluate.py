@@ -24,6 +24,7 @@ from b2m.data.datamodule import clip_targets, load_subject
 from b2m.errors import B2MError
 from b2m.evaluation import plots
 from b2m.evaluation.decoding import ScoredSet, proportion_ci, score_sets
+from b2m.evaluation.encoding import encoding_analysis
 from b2m.evaluation.genre import fit_genre_classifier, genre_probabilities, genre_scores
 from b2m.evaluation.logo import leave_one_genre_out
 from b2m.evaluation.metrics import baseline_predictions, derange
@@ -60,8 +61,6 @@ def evaluate(cfg: DictConfig) -> dict:
         metrics.update(rows)
         notes.append(note)
     if cfg.encoding.enabled:
-        from b2m.evaluation.encoding import encoding_analysis
-
         metrics.update(encoding_analysis(run.cfg.data, cfg.encoding, out_dir / "encoding", seed))
     # Strict JSON: an undefined value (e.g. an interval with no finite resample) is null, not NaN.
     metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
@@ -186,9 +185,13 @@ def genre_section(run: TrainingRun, draws: dict, spaces: dict[str, EmbeddingSpac
     for name, items in correct.items():
         rows[f"genre/{name}/acc_ci_low"], rows[f"genre/{name}/acc_ci_high"] = proportion_ci(items, n_boot, seed, level)
     for name, confusion in confusions.items():
-        plots.plot_confusion(confusion, out_dir / f"confusion_{name.replace('/', '_')}.png",
-                             f"genre of {name} (all subjects)")
+        plots.plot_confusion(confusion, out_dir / confusion_file(name), f"genre of {name} (all subjects)")
     return rows
+
+
+def confusion_file(genre_set: str) -> str:
+    """The confusion matrix PNG of a genre-scored set (`pred`, `retrieval/acoustic`, ...)."""
+    return f"confusion_{genre_set.replace('/', '_')}.png"
 
 
 def mean_over_subjects(per_subject: dict[str, dict]) -> dict:
@@ -246,7 +249,7 @@ def write_figures(metrics: dict, out_dir: Path) -> list[str]:
         plots.plot_per_genre(series, out_dir / "genre_per_genre.png", "genre accuracy per genre", "accuracy",
                              CHANCE["genre"])
         names += ["genre_accuracy.png", "genre_per_genre.png"]
-        names += sorted(p.name for p in out_dir.glob("confusion_*.png"))
+        names += [confusion_file(s) for s in sets]
     if any(k.startswith("logo/") for k in metrics):
         series = {f"held-out genre, {w}": {g: metrics.get(f"logo/{g}/{w}") for g in GENRES} for w in ("within", "all")}
         plots.plot_per_genre(series, out_dir / "logo.png", "leave-one-genre-out identification", "id_acc",
