@@ -221,3 +221,25 @@ def test_bad_input_is_a_one_line_error_naming_the_file(tuned_run, tmp_path):
     (generated / "manifest.jsonl").write_text('{"subject": "sub-001"}\n')
     with pytest.raises(B2MError, match=r"manifest\.jsonl: line 1: not a generation record"):
         evaluate(eval_cfg(tuned_run, tmp_path / "ev", f"generated={generated}"))
+
+
+def test_subjects_share_the_clip_draws_and_are_averaged(data):
+    """Two subjects with the same clips in different orders: per-subject rows are the plain metrics, the
+    across-subject interval comes from resamples that draw the same clips for both subjects."""
+    from b2m.evaluation.decoding import ScoredSet, score_sets
+
+    pred, true = data
+    ids = [f"clip{i:02d}" for i in range(25)]
+    order = np.random.default_rng(5).permutation(25)
+    pred2 = true + np.random.default_rng(6).normal(size=true.shape)
+    sets = {"sub-001": {"test": ScoredSet(pred[None], true, ids)},
+            "sub-002": {"test": ScoredSet(pred2[order][None], true[order], [ids[i] for i in order])}}
+    out = score_sets(sets, n_boot=300, seed=4, level=0.9)
+    one, two = decoding_metrics(pred, true), decoding_metrics(pred2, true)
+    assert out["sub-001/test/id_acc"] == pytest.approx(one["id_acc"])
+    assert out["sub-002/test/id_acc"] == pytest.approx(two["id_acc"])
+    assert out["test/id_acc"] == pytest.approx((one["id_acc"] + two["id_acc"]) / 2)
+    assert out["test/id_acc_sd"] == pytest.approx(np.std([one["id_acc"], two["id_acc"]], ddof=1))
+    counts = resample_counts(25, 300, seed=4)  # over the sorted clip ids, which are ids here
+    mean = (bootstrap_metrics(pred, true, counts)["id_acc"] + bootstrap_metrics(pred2, true, counts)["id_acc"]) / 2
+    assert (out["test/id_acc_ci_low"], out["test/id_acc_ci_high"]) == pytest.approx(confidence_interval(mean, 0.9))
