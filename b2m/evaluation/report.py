@@ -145,7 +145,8 @@ def write_report(folder: Path, run: TrainingRun, metrics: dict, figures: list[st
                 for n, src in enumerate(per_subject.get(subject, {}).get(clip_id, [])[:shown[kind]]):
                     rel = f"audio/{kind}/{subject}/{src.name}"
                     _copy(src, folder / rel)
-                    label = f"#{n + 1}: {src.stem}" if kind == "retrieval" else f"sample {n}"
+                    # Retrieval links its files to the database by default: the target names the track.
+                    label = f"#{n + 1}: {src.resolve().stem}" if kind == "retrieval" else f"sample {n}"
                     players.append(_player(rel, label))
                 cells.append(f"<td>{''.join(players) or 'none'}</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
