@@ -67,7 +67,8 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 
 def _weighted_mean(per_clip: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Mean over the drawn clips of per-clip values `[B, N]`, each weighted by its count: `[B]`."""
-    return (np.asarray(per_clip, dtype=np.float64) * m).sum(axis=1) / m.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a sample without these clips: NaN
+        return (np.asarray(per_clip, dtype=np.float64) * m).sum(axis=1) / m.sum(axis=1)
 
 
 def _flat(x) -> np.ndarray:
@@ -83,7 +84,8 @@ def _cosines(pred, true) -> np.ndarray:
 def _weighted_pearson(pred, true, m: np.ndarray) -> np.ndarray:
     """Mean over features of the Pearson r across the drawn clips (weights = counts): `[B]`."""
     p, t = _flat(pred), _flat(true)  # [N, F]
-    w = m / m.sum(axis=1, keepdims=True)  # [B, N]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = m / m.sum(axis=1, keepdims=True)  # [B, N]
     mp, mt = w @ p, w @ t  # [B, F]
     cov = w @ (p * t) - mp * mt
     var_p = np.maximum(w @ (p * p) - mp ** 2, 0.0)
