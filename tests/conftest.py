@@ -58,3 +58,18 @@ def make_bids(root: Path, subjects=(1,), training_runs=(1,), test_runs=(1,), gri
 @pytest.fixture
 def bids(tmp_path: Path) -> Path:
     return make_bids(tmp_path / "bids")
+
+
+@pytest.fixture(scope="session")
+def tuned_run(tmp_path_factory) -> Path:
+    """A ridge training run on `tuned_bids.make_tuned_bids` (voxels with known tunings); built once."""
+    from b2m.config import load_config
+    from b2m.training import train
+    from tuned_bids import make_tuned_bids
+
+    tmp = tmp_path_factory.mktemp("tuned")
+    root = make_tuned_bids(tmp / "bids")
+    cfg = load_config("train", [f"data.root={root}", "data.preprocess.mask=null", f"out_dir={tmp / 'run'}",
+                                "decoder.n_folds=3", "trainer.logger=none"])
+    train(cfg)
+    return tmp / "run"

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from b2m.data.bids import BIDSDataset, read_events, repetition_time, subject_label
+from b2m.data.bids import BIDSDataset, Presentation, Run, read_events, repetition_time, subject_label
 from b2m.data.clips import Clip
 from b2m.data.preprocess import PreprocessConfig, SubjectData, preprocess_subject
 from b2m.data.samples import build_samples, split_by_clip
@@ -66,8 +66,18 @@ def preprocess_config(cfg: DictConfig) -> PreprocessConfig:
     return PreprocessConfig(**OmegaConf.to_container(cfg.preprocess, resolve=True))
 
 
-def load_subject(cfg: DictConfig, subject: str, space: EmbeddingSpace, seed: int) -> SubjectSplits:
-    """Preprocess one subject's runs and build its train / val / test splits with targets."""
+@dataclass
+class PreprocessedSubject:
+    """One subject's selected runs per task, their events by run name, the TR (s) and the cleaned data."""
+
+    runs: dict[str, list[Run]]
+    events: dict[str, list[Presentation]]
+    tr: float
+    data: SubjectData
+
+
+def load_preprocessed(cfg: DictConfig, subject: str) -> PreprocessedSubject:
+    """Select, check and preprocess (or read from the cache) one subject's Training and Test runs."""
     paths = data_paths(cfg)
     dataset = BIDSDataset(paths["root"])
     runs = {
@@ -81,6 +91,13 @@ def load_subject(cfg: DictConfig, subject: str, space: EmbeddingSpace, seed: int
             raise B2MError(f"{run.sidecar}: RepetitionTime differs from {all_runs[0].sidecar.name}'s {tr} s")
     events = {run.name: read_events(run.events) for run in all_runs}
     data = preprocess_subject(subject, all_runs, tr, preprocess_config(cfg), paths["cache"] / "preproc")
+    return PreprocessedSubject(runs, events, tr, data)
+
+
+def load_subject(cfg: DictConfig, subject: str, space: EmbeddingSpace, seed: int) -> SubjectSplits:
+    """Preprocess one subject's runs and build its train / val / test splits with targets."""
+    pre = load_preprocessed(cfg, subject)
+    runs, events, tr, data = pre.runs, pre.events, pre.tr, pre.data
     delays = list(cfg.delays_tr)
     train = build_samples("Training", runs["Training"], events, data.runs, tr, delays, average_repeats=False)
     test = build_samples("Test", runs["Test"], events, data.runs, tr, delays, average_repeats=True)

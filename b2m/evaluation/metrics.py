@@ -69,10 +69,17 @@ def baseline_predictions(pred, train_mean, seed: int) -> dict[str, np.ndarray]:
     predictions permuted so that no clip keeps its own (same distribution, wrong clip)."""
     pred = np.asarray(pred)
     mean = np.broadcast_to(np.asarray(train_mean), pred.shape).copy()
-    order = np.random.default_rng(seed).permutation(len(pred))
-    shuffled = np.empty_like(pred)
-    shuffled[order] = pred[np.roll(order, -1)]  # a cycle through a random order: a derangement
-    return {"mean_train": mean, "shuffled": shuffled}
+    return {"mean_train": mean, "shuffled": derange(pred, seed)}
+
+
+def derange(x, seed: int) -> np.ndarray:
+    """`x` `[N, ...]` permuted along the first axis so that no row keeps its place (a seeded
+    cycle through a random order)."""
+    x = np.asarray(x)
+    order = np.random.default_rng(seed).permutation(len(x))
+    out = np.empty_like(x)
+    out[order] = x[np.roll(order, -1)]
+    return out
 
 
 def metrics_table(pred, true, train_mean, seed: int) -> dict[str, float]:

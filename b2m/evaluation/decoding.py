@@ -1,0 +1,78 @@
+"""Metric tables with bootstrap confidence intervals, per subject and across subjects.
+
+A *scored set* is what one row group of the table compares: draws of decoded
+embeddings `[K, N, L, D]` (K = 1 for predictions; K samples or ranks for
+reconstructions) against the true embeddings `[N, L, D]` of N clips. Point values
+are the metrics of `b2m.evaluation.metrics` averaged over the draws. The bootstrap
+resamples clips, with the same draw of clips for every subject (clips are matched
+by id), so the interval of the across-subject mean accounts for the shared clips.
+
+Keys: `<subject>/<prefix>/<metric>` and `<prefix>/<metric>` (mean over subjects),
+`<prefix>/<metric>_sd` (sd across subjects), each with `_ci_low` / `_ci_high`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
+from b2m.evaluation.metrics import METRICS, decoding_metrics
+
+
+@dataclass
+class ScoredSet:
+    """Decoded draws `[K, N, L, D]` of the clips `clip_ids[n]`, and their true embeddings `[N, L, D]`."""
+
+    draws: np.ndarray
+    true: np.ndarray
+    clip_ids: list[str]
+
+
+def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, level: float) -> dict[str, float]:
+    """`sets[subject][prefix]` -> the flat metric table with intervals (see the module doc)."""
+    universe = sorted({c for per_subject in sets.values() for s in per_subject.values() for c in s.clip_ids})
+    position = {c: i for i, c in enumerate(universe)}
+    counts = resample_counts(len(universe), n_boot, seed)  # [B, U]
+
+    out: dict[str, float] = {}
+    boots: dict[str, list[np.ndarray]] = {}
+    points: dict[str, list[float]] = {}
+    for subject, per_subject in sets.items():
+        for prefix, scored in per_subject.items():
+            sub_counts = counts[:, [position[c] for c in scored.clip_ids]]
+            point = _mean_dicts([decoding_metrics(d, scored.true) for d in scored.draws])
+            boot = _mean_dicts([bootstrap_metrics(d, scored.true, sub_counts) for d in scored.draws])
+            for name in METRICS:
+                key = f"{prefix}/{name}"
+                out[f"{subject}/{key}"] = float(point[name])
+                low, high = confidence_interval(boot[name], level)
+                out[f"{subject}/{key}_ci_low"], out[f"{subject}/{key}_ci_high"] = low, high
+                points.setdefault(key, []).append(point[name])
+                boots.setdefault(key, []).append(boot[name])
+    for key, values in points.items():
+        out[key] = float(np.mean(values))
+        out[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = confidence_interval(np.mean(boots[key], axis=0), level)
+    return out
+
+
+def proportion_ci(items: list[tuple[np.ndarray, list[str]]], n_boot: int, seed: int,
+                  level: float) -> tuple[float, float]:
+    """Bootstrap interval over clips of a proportion averaged over subjects: `items` holds, per subject,
+    per-item outcomes `[K, N]` (K draws of N clips) and the N clip ids; clips are drawn as in `score_sets`."""
+    universe = sorted({c for _, ids in items for c in ids})
+    position = {c: i for i, c in enumerate(universe)}
+    counts = resample_counts(len(universe), n_boot, seed).astype(np.float64)  # [B, U]
+    per_subject = []
+    for outcome, ids in items:
+        sub = counts[:, [position[c] for c in ids]]
+        per_clip = np.asarray(outcome, dtype=np.float64).mean(axis=0)  # [N]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_subject.append(sub @ per_clip / sub.sum(axis=1))
+    return confidence_interval(np.mean(per_subject, axis=0), level)
+
+
+def _mean_dicts(rows: list[dict]) -> dict:
+    return {k: np.mean([r[k] for r in rows], axis=0) for k in rows[0]}

@@ -1,0 +1,264 @@
+"""Voxelwise encoding models: which voxels does each embedding space explain?
+
+For each subject and embedding space:
+
+1. Stimulus time course `[T, F]` per run: each TR (acquired at `t * TR` s) carries the
+   flattened embedding of the clip playing then (z-scored over the training clips; zeros
+   when nothing plays), and FIR copies delayed by `delays_tr` TRs are concatenated.
+2. Ridge (`b2m.decoders.ridge.RidgeCV`, one alpha per voxel by contiguous K-fold CV) from
+   that to every voxel's preprocessed BOLD of the Training runs.
+3. Test: the model predicts the Test runs' time courses; both prediction and BOLD are cut
+   into per-presentation windows (the TRs `onset / TR + d`, d in the data's `delays_tr`,
+   as the decoder sees them, with the same row-0 rules), and the 4 presentations of each
+   test clip are averaged. Pearson r per voxel over all (clip, window TR) pairs.
+4. Noise ceiling per voxel from the 4 single presentations: explainable variance
+   (bias-corrected) and the correlation ceiling CC_max; `r / CC_max` is the normalised r.
+5. Significance: a one-sided permutation test that shuffles whole clip windows of the
+   prediction (`n_perm` times; keeps the autocorrelation within a window), then
+   Benjamini-Hochberg FDR over the voxels at `fdr_q`.
+
+Outputs under `out_dir/<subject>/`: NIfTI maps in the BOLD's space (same affine, 0 outside
+the kept voxels) and PNG slice montages; `out_dir/summary.md` with the region tables. Regions:
+with the demo dataset's ground truth (`TRUTH_FILE`), its tuning classes; otherwise the
+`top_k` voxels of highest explainable variance ("auditory") and the rest.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from b2m.config import CONFIG_DIR
+from b2m.data.bids import Presentation, subject_label
+from b2m.data.clips import Clip
+from b2m.data.datamodule import PreprocessedSubject, clip_targets, data_paths, load_preprocessed
+from b2m.data.samples import build_samples
+from b2m.decoders.ridge import RidgeCV
+from b2m.errors import B2MError
+from b2m.evaluation import plots
+from b2m.evaluation.stats import correlation_ceiling, explainable_variance, fdr_bh, pearson_columns, zscore_columns
+from b2m.io import atomic_path, write_text
+from b2m.targets import EmbeddingSpace, build_space
+
+# The demo dataset's ground truth (b2m/data/demo/build.py, write_truth): per cortex voxel, its tuning
+# class and its [X, Y, Z] index; voxels are matched by index, since preprocessing may drop some.
+TRUTH_FILE = "derivatives/demo/{subject}/{subject}_desc-truth.npz"
+TRUTH_CLASS_KEY, TRUTH_IJK_KEY = "tuning_class", "ijk"
+TRUTH_CLASSES = {0: "untuned", 1: "spectrotemporal", 2: "semantic"}
+
+
+# ----------------------------------------------------------------- design
+def stimulus_time_course(events: list[Presentation], emb: dict[Clip, np.ndarray], n_tr: int, tr: float) -> np.ndarray:
+    """`[n_tr, F]`: row t is the flattened embedding of the clip playing at `t * tr` seconds, else 0."""
+    dim = next(iter(emb.values())).size
+    out = np.zeros((n_tr, dim), dtype=np.float32)
+    times = np.arange(n_tr) * tr
+    for p in events:
+        playing = (times >= p.onset) & (times < p.onset + p.duration)
+        out[playing] = emb[p.clip].reshape(-1)
+    return out
+
+
+def delayed(x: np.ndarray, delays: list[int]) -> np.ndarray:
+    """FIR design `[T, F * len(delays)]`: copies of `x` `[T, F]` shifted later by each delay (TRs), zero-filled."""
+    out = np.zeros((len(x), x.shape[1] * len(delays)), dtype=np.float32)
+    for i, d in enumerate(delays):
+        out[d:, i * x.shape[1]:(i + 1) * x.shape[1]] = x[: len(x) - d]
+    return out
+
+
+# ----------------------------------------------------------------- one subject, one space
+def fit_space(pre: PreprocessedSubject, emb: dict[Clip, np.ndarray], delays: list[int], window: list[int],
+              alphas: list[float], n_folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit on the Training runs, predict the Test runs: `(pred [N, W, V], observed repeats [N, R, W, V])`
+    for the N test clips, W window TRs (`window`, TRs after each onset) and R presentations."""
+    train_clips = {p.clip for run in pre.runs["Training"] for p in pre.events[run.name]}
+    stack = np.stack([emb[c].reshape(-1) for c in sorted(train_clips)])
+    mean, sd = stack.mean(axis=0), stack.std(axis=0)
+    sd[sd == 0] = 1.0
+    scaled = {c: (e.reshape(-1) - mean) / sd for c, e in emb.items()}
+
+    def design(run) -> np.ndarray:
+        n_tr = len(pre.data.runs[run.name])
+        return delayed(stimulus_time_course(pre.events[run.name], scaled, n_tr, pre.tr), delays)
+
+    x = np.concatenate([design(r) for r in pre.runs["Training"]])
+    y = np.concatenate([np.asarray(pre.data.runs[r.name]) for r in pre.runs["Training"]])
+    ridge = RidgeCV(alphas=alphas, n_folds=n_folds).fit(x, y)
+    predicted = {r.name: ridge.predict(design(r)) for r in pre.runs["Test"]}
+    test = pre.runs["Test"]
+    observed = build_samples("Test", test, pre.events, pre.data.runs, pre.tr, window, average_repeats=True)
+    pred = build_samples("Test", test, pre.events, predicted, pre.tr, window, average_repeats=True)
+    return pred.x, observed.repeats
+
+
+def permutation_p(pred: np.ndarray, observed: np.ndarray, r: np.ndarray, n_perm: int, seed: int) -> np.ndarray:
+    """One-sided p per voxel that r `[V]` exceeds chance: predicted clip windows `pred` `[N, W, V]`
+    are shuffled across clips against `observed` `[N, W, V]`; `(1 + #{r_perm >= r}) / (1 + n_perm)`."""
+    n, w, v = pred.shape
+    zp = zscore_columns(pred.reshape(n * w, v)).reshape(n, w, v)
+    zo = zscore_columns(observed.reshape(n * w, v)).reshape(n, w, v)
+    rng = np.random.default_rng(seed)
+    exceed = np.zeros(v)
+    for _ in range(n_perm):
+        r_perm = np.einsum("nwv,nwv->v", zp[rng.permutation(n)], zo) / (n * w)
+        exceed += r_perm >= r - 1e-12
+    return (1 + exceed) / (1 + n_perm)
+
+
+# ----------------------------------------------------------------- regions
+def voxel_regions(root: Path, subject: str, mask: np.ndarray, ev: np.ndarray, top_k: int) -> tuple[np.ndarray, str]:
+    """A region name per kept voxel `[V]` and where the regions come from.
+
+    With the demo's truth file, each voxel's tuning class (matched by [X, Y, Z] index; voxels the
+    truth does not list are "untuned"); otherwise "auditory" for the `top_k` voxels of highest
+    explainable variance `ev` `[V]` and "other" for the rest.
+    """
+    path = root / TRUTH_FILE.format(subject=subject)
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as f:
+            if TRUTH_CLASS_KEY not in f or TRUTH_IJK_KEY not in f:
+                raise B2MError(f"{path}: truth file lacks {TRUTH_CLASS_KEY!r} or {TRUTH_IJK_KEY!r}")
+            classes, ijk = f[TRUTH_CLASS_KEY], f[TRUTH_IJK_KEY].astype(int)
+        index = np.full(mask.shape, -1)
+        index[mask] = np.arange(int(mask.sum()))
+        inside = np.all((ijk >= 0) & (ijk < mask.shape), axis=1)
+        rows = index[tuple(ijk[inside].T)]
+        regions = np.full(int(mask.sum()), TRUTH_CLASSES[0], dtype=object)
+        kept = rows >= 0
+        regions[rows[kept]] = [TRUTH_CLASSES[int(c)] for c in classes[inside][kept]]
+        return regions, f"simulation truth ({path.name})"
+    regions = np.full(len(ev), "other", dtype=object)
+    regions[np.argsort(-ev, kind="stable")[:top_k]] = "auditory"
+    return regions, f"top {top_k} voxels by explainable variance"
+
+
+# ----------------------------------------------------------------- files
+def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Write voxel values `[V]` as a float32 NIfTI on the mask's grid (0 outside); returns the volume."""
+    volume = np.zeros(mask.shape, dtype=np.float32)
+    volume[mask] = np.nan_to_num(values)
+    image = nib.Nifti1Image(volume, affine)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(image.to_bytes(), mtime=0))
+    return volume
+
+
+def encoding_space(name: str) -> EmbeddingSpace:
+    path = CONFIG_DIR / "target" / f"{name}.yaml"
+    if not path.is_file():
+        raise B2MError(f"encoding.spaces: no target config {path} for space {name!r}")
+    params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return build_space(params.pop("name"), **params)
+
+
+# ----------------------------------------------------------------- the analysis
+def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, seed: int) -> dict:
+    """Fit and test the encoding models of every subject and space; write maps and tables.
+
+    Returns metrics: `encoding/<subject>/<space>/{mean_r, mean_r_normalised, fraction_significant}`,
+    `encoding/<subject>/<space>/<region>/mean_r`, `encoding/<subject>/noise_ceiling/<region>/mean_ev`,
+    `encoding/<subject>/<a>_minus_<b>/<region>/mean_r` for space pairs, and the same keys without
+    the subject (means over subjects).
+    """
+    out_dir = Path(out_dir)
+    names = list(ecfg.spaces)
+    if not names:
+        raise B2MError("encoding.spaces: empty list")
+    spaces = {name: encoding_space(name) for name in names}
+    delays = [int(d) for d in ecfg.delays_tr]
+    if not delays or min(delays) < 0:
+        raise B2MError(f"encoding.delays_tr: expected TRs >= 0, got {delays}")
+    root = data_paths(data_cfg)["root"]
+    per_subject: dict[str, dict[str, float]] = {}
+    lines = ["# Encoding models", "", f"Delays {delays} TRs; Pearson r on the test runs (per-presentation windows, "
+             f"4 repeats averaged); significance: {int(ecfg.n_perm)} clip permutations, BH-FDR q = {ecfg.fdr_q}.", ""]
+    for subject in [subject_label(s) for s in data_cfg.subjects]:
+        pre = load_preprocessed(data_cfg, subject)
+        clips = sorted({p.clip for evs in pre.events.values() for p in evs})
+        folder = out_dir / subject
+        rows: dict[str, float] = {}
+        r_by_space: dict[str, np.ndarray] = {}
+        ev = cc = regions = None
+        for name, space in spaces.items():
+            emb = clip_targets(data_cfg, space, clips)
+            pred, repeats = fit_space(pre, emb, delays, list(data_cfg.delays_tr), list(ecfg.alphas),
+                                         int(ecfg.n_folds))
+            n, n_rep, w, v = repeats.shape
+            observed = repeats.mean(axis=1)
+            if ev is None:
+                single = repeats.transpose(1, 0, 2, 3).reshape(n_rep, n * w, v)
+                ev, cc = explainable_variance(single), correlation_ceiling(single)
+                regions, source = voxel_regions(root, subject, pre.data.mask, ev, int(ecfg.top_k))
+                for region in _region_names(regions):
+                    rows[f"noise_ceiling/{region}/mean_ev"] = float(ev[regions == region].mean())
+                write_map(folder / "noise_ceiling_ev.nii.gz", ev, pre.data.mask, pre.data.affine)
+                write_map(folder / "noise_ceiling_cc.nii.gz", cc, pre.data.mask, pre.data.affine)
+            r = pearson_columns(pred.reshape(n * w, v), observed.reshape(n * w, v))
+            p = permutation_p(pred, observed, r, int(ecfg.n_perm), seed)
+            significant, _ = fdr_bh(p, float(ecfg.fdr_q))
+            normalised = np.divide(r, cc, out=np.full(v, np.nan), where=cc > 0)
+            r_by_space[name] = r
+            rows[f"{name}/mean_r"] = float(r.mean())
+            rows[f"{name}/mean_r_normalised"] = float(np.nanmean(normalised)) if np.isfinite(normalised).any() else None
+            rows[f"{name}/fraction_significant"] = float(significant.mean())
+            for region in _region_names(regions):
+                rows[f"{name}/{region}/mean_r"] = float(r[regions == region].mean())
+            volume = write_map(folder / f"{name}_r.nii.gz", r, pre.data.mask, pre.data.affine)
+            write_map(folder / f"{name}_r_normalised.nii.gz", normalised, pre.data.mask, pre.data.affine)
+            write_map(folder / f"{name}_significant.nii.gz", significant.astype(np.float32), pre.data.mask,
+                      pre.data.affine)
+            plots.plot_slices(volume, folder / f"{name}_r.png", f"{subject} {name}: Pearson r (test runs)")
+        for a, b in _space_pairs(spaces):
+            diff = r_by_space[a] - r_by_space[b]
+            for region in _region_names(regions):
+                rows[f"{a}_minus_{b}/{region}/mean_r"] = float(diff[regions == region].mean())
+            volume = write_map(folder / f"{a}_minus_{b}_r.nii.gz", diff, pre.data.mask, pre.data.affine)
+            plots.plot_slices(volume, folder / f"{a}_minus_{b}_r.png", f"{subject}: r({a}) - r({b})")
+        per_subject[subject] = rows
+        lines += _subject_table(subject, rows, spaces, regions, source)
+
+    out: dict = {}
+    for subject, rows in per_subject.items():
+        out.update({f"encoding/{subject}/{k}": v for k, v in rows.items()})
+    for key in per_subject[next(iter(per_subject))]:
+        values = [rows[key] for rows in per_subject.values() if rows.get(key) is not None]
+        out[f"encoding/{key}"] = float(np.mean(values)) if values else None
+    write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
+    return out
+
+
+def _region_names(regions: np.ndarray) -> list[str]:
+    return sorted(set(regions.tolist()))
+
+
+def _space_pairs(spaces: dict[str, EmbeddingSpace]) -> list[tuple[str, str]]:
+    """(audio space, text space) pairs to compare; every pair when the modalities do not split."""
+    audio = [n for n, s in spaces.items() if s.modality == "audio"]
+    text = [n for n, s in spaces.items() if s.modality == "text"]
+    if audio and text:
+        return [(a, t) for a in audio for t in text]
+    names = list(spaces)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+
+def _subject_table(subject: str, rows: dict, spaces: dict[str, EmbeddingSpace], regions: np.ndarray,
+                   source: str) -> list[str]:
+    """Markdown: mean r per region (rows) and space (columns), with voxel counts and the noise ceiling."""
+    names = _region_names(regions)
+    header = ["region", "voxels", "mean EV"] + [f"{n} ({spaces[n].modality})" for n in spaces]
+    lines = [f"## {subject}", "", f"Regions: {source}.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for region in names:
+        cells = [region, str(int((regions == region).sum())), f"{rows[f'noise_ceiling/{region}/mean_ev']:.3f}"]
+        cells += [f"{rows[f'{n}/{region}/mean_r']:.3f}" for n in spaces]
+        lines.append("| " + " | ".join(cells) + " |")
+    cells = ["all", str(len(regions)), ""] + [f"{rows[f'{n}/mean_r']:.3f} ({rows[f'{n}/fraction_significant']:.0%} "
+                                              f"significant)" for n in spaces]
+    lines += ["| " + " | ".join(cells) + " |", ""]
+    return lines

@@ -1,0 +1,52 @@
+"""Leave-one-genre-out decoding: does the decoder generalise to a genre it never saw?
+
+For each genre g, a ridge decoder (the run's own when it is a ridge run; otherwise the
+`configs/decoder/ridge.yaml` defaults, noted as `logo/decoder` in the output) is refit
+on the training windows of every other genre and tested on g's test clips:
+`within` is the identification accuracy among g's test clips only (chance 0.5; needs
+two of them), `all` identifies each of g's clips among all test clips.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from b2m.data.clips import GENRES
+from b2m.data.datamodule import SubjectSplits
+from b2m.decoders.ridge import RidgeCV
+from b2m.evaluation.metrics import correlation_matrix
+
+
+def identification_against(pred, true, target: Sequence[int]) -> float:
+    """Identification accuracy of queries `pred` `[n, L, D]` among candidates `true` `[M, L, D]`:
+    query i's right candidate is `true[target[i]]`; the mean over queries of the fraction of the
+    other M - 1 candidates it beats (chance 0.5)."""
+    c = correlation_matrix(pred, true)  # [n, M]
+    target = torch.as_tensor(np.asarray(target, dtype=np.int64))
+    right = c[torch.arange(len(c)), target]
+    wins = (right[:, None] > c).double().sum(dim=1)
+    return float((wins / (c.shape[1] - 1)).mean())
+
+
+def leave_one_genre_out(splits: SubjectSplits, alphas: Sequence[float], n_folds: int) -> dict[str, float | None]:
+    """`<genre>/within` and `<genre>/all` for every genre with test clips (`within` None if it has one)."""
+    x = np.concatenate([splits.train.x, splits.val.x])
+    y = np.concatenate([splits.train.y, splits.val.y])
+    train_genres = np.array([c.genre for c in splits.train.clips + splits.val.clips])
+    test, test_genres = splits.test, np.array([c.genre for c in splits.test.clips])
+    rows: dict[str, float | None] = {}
+    for genre in GENRES:
+        held = np.flatnonzero(test_genres == genre)
+        keep = train_genres != genre
+        if held.size == 0 or not keep.any():
+            continue
+        ridge = RidgeCV(alphas=list(alphas), n_folds=min(n_folds, int(keep.sum())))
+        ridge.fit(x[keep].reshape(int(keep.sum()), -1), y[keep].reshape(int(keep.sum()), -1))
+        pred = ridge.predict(test.x[held].reshape(len(held), -1))
+        rows[f"{genre}/all"] = identification_against(pred, test.y, held)
+        rows[f"{genre}/within"] = (identification_against(pred, test.y[held], np.arange(len(held)))
+                                   if len(held) > 1 else None)
+    return rows

@@ -1,0 +1,159 @@
+"""The listening report: one static HTML page that opens from file:// with no server.
+
+    report/index.html
+    report/figures/*.png                       the evaluation's plots
+    report/audio/stimuli/<clip_id>.wav         the stimulus excerpt as presented (fades, RMS-normalised)
+    report/audio/<kind>/<subject>/<file>       copies of retrieved / generated audio
+
+Every reference is relative and every file is a copy, so the folder can be zipped and
+shared. All text is HTML-escaped. A small inline script marks each player
+`data-state="ok"` once its audio loads (or `"missing"`), and counts them at the top.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+
+import soundfile as sf
+from omegaconf import DictConfig
+
+from b2m.data.bids import subject_label
+from b2m.data.clips import Clip
+from b2m.data.datamodule import data_paths
+from b2m.data.stimuli import StimulusSet
+from b2m.evaluation.metrics import METRICS
+from b2m.evaluation.reconstruction import Reconstructions
+from b2m.evaluation.run import TrainingRun
+from b2m.evaluation.summary import decoding_prefixes, fmt, genre_sets, with_ci
+from b2m.io import atomic_path, write_text
+
+STIMULUS_RATE = 22050  # GTZAN's rate
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; max-width: 1200px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; font-size: 13px; vertical-align: top; }
+th { background: #f0f0f0; }
+img { max-width: 560px; margin: 4px; border: 1px solid #ddd; }
+audio { width: 220px; height: 32px; display: block; }
+audio[data-state="missing"] { outline: 3px solid #d00; }
+.clip { border-top: 2px solid #888; margin-top: 1.2em; }
+.right { color: #080; } .wrong { color: #b00; }
+"""
+
+# Marks every player once its audio has loaded or failed; the status line counts them.
+SCRIPT = """
+(function () {
+  var players = document.querySelectorAll('audio');
+  function update() {
+    var ok = document.querySelectorAll('audio[data-state="ok"]').length;
+    var bad = document.querySelectorAll('audio[data-state="missing"]').length;
+    document.getElementById('audio-status').textContent =
+      ok + ' of ' + players.length + ' audio files loaded, ' + bad + ' missing';
+  }
+  players.forEach(function (a) {
+    function good() { a.setAttribute('data-state', 'ok'); update(); }
+    function bad() { a.setAttribute('data-state', 'missing'); update(); }
+    a.addEventListener('loadedmetadata', good);
+    a.addEventListener('error', bad);
+    if (a.error) { bad(); } else if (a.readyState >= 1) { good(); }
+  });
+  update();
+})();
+"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _copy(src: Path, dest: Path) -> None:
+    """Copy `src` (following symlinks) to `dest`, atomically."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _player(rel: str, label: str) -> str:
+    return f'<div>{esc(label)}<audio controls preload="metadata" src="{esc(rel)}"></audio></div>'
+
+
+def write_stimulus(stimuli: StimulusSet, clip: Clip, dest: Path) -> None:
+    """The clip as presented, as 16-bit wav at `STIMULUS_RATE` Hz."""
+    wave = stimuli.load_clip(clip, STIMULUS_RATE)
+    with atomic_path(dest) as tmp:
+        sf.write(str(tmp), wave, STIMULUS_RATE, subtype="PCM_16")
+
+
+def metrics_tables(metrics: dict) -> list[str]:
+    """The decoding / reconstruction table and the genre table as HTML."""
+    out = ["<table><tr><th>set</th>" + "".join(f"<th>{esc(m)}</th>" for m in METRICS) + "</tr>"]
+    for prefix in decoding_prefixes(metrics):
+        cells = "".join(f"<td>{esc(with_ci(metrics, f'{prefix}/{m}'))}</td>" for m in METRICS)
+        out.append(f"<tr><td>{esc(prefix)}</td>{cells}</tr>")
+    out.append("</table>")
+    if genre_sets(metrics):
+        out.append("<table><tr><th>genre classified from</th><th>accuracy</th><th>top-3</th><th>agreement</th></tr>")
+        for s in genre_sets(metrics):
+            out.append(f"<tr><td>{esc(s)}</td><td>{esc(with_ci(metrics, f'genre/{s}/acc'))}</td>"
+                       f"<td>{esc(fmt(metrics.get(f'genre/{s}/top3')))}</td>"
+                       f"<td>{esc(fmt(metrics.get(f'genre/{s}/agreement')))}</td></tr>")
+        out.append("</table>")
+    return out
+
+
+def write_report(folder: Path, run: TrainingRun, metrics: dict, figures: list[str], recon: dict[str, Reconstructions],
+                 decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path) -> Path:
+    """Write the report folder; returns the path of index.html."""
+    folder = Path(folder)
+    chosen = None if rcfg.subjects is None else {subject_label(s) for s in rcfg.subjects}
+    subjects = [s for s in run.subjects if chosen is None or s in chosen]
+    shown = {"retrieval": int(rcfg.retrieved), "generated": int(rcfg.generated)}
+    stimuli = StimulusSet(data_paths(run.cfg.data)["stimuli"])
+
+    level = f"{metrics.get('ci_level', 0.95):.0%}"
+    body = [f"<h1>Listening report: {esc(run.path)}</h1>",
+            f"<p id=\"audio-status\">{esc('audio not checked (scripts disabled)')}</p>",
+            f"<p>Subjects: {esc(', '.join(subjects))}. Decoder: {esc(run.cfg.get('decoder', {}).get('name', '?'))}; "
+            f"target space: {esc(run.cfg.target.name)}. Values: mean over subjects "
+            f"[{esc(level)} bootstrap interval].</p>"]
+    body += metrics_tables(metrics)
+    for name in figures:
+        _copy(eval_dir / name, folder / "figures" / name)
+        body.append(f'<img src="{esc("figures/" + name)}" alt="{esc(name)}">')
+
+    clips: dict[str, Clip] = {}
+    for subject in subjects:
+        clips.update({c.clip_id: c for c in run.test_clips(subject)})
+    for clip_id in sorted(clips):
+        clip = clips[clip_id]
+        rel = f"audio/stimuli/{clip_id}.wav"
+        write_stimulus(stimuli, clip, folder / rel)
+        body.append(f'<div class="clip"><h3>{esc(clip_id)} ({esc(clip.genre)}, {clip.start:.2f}-{clip.end:.2f} s '
+                    f'of {esc(clip.track_name)})</h3>{_player(rel, "stimulus")}')
+        head = "<tr><th>subject</th><th>decoded genre</th>" + "".join(f"<th>{esc(k)}</th>" for k in recon) + "</tr>"
+        body.append(f"<table>{head}")
+        for subject in subjects:
+            if clip_id not in run.subjects[subject].clip_ids:
+                continue
+            genre = decoded_genres.get(subject, {}).get(clip_id)
+            mark = "" if genre is None else ("right" if genre == clip.genre else "wrong")
+            cells = [f"<td>{esc(subject)}</td>", f'<td class="{mark}">{esc(genre or "n/a")}</td>']
+            for kind, per_subject in recon.items():
+                players = []
+                for n, src in enumerate(per_subject.get(subject, {}).get(clip_id, [])[:shown[kind]]):
+                    rel = f"audio/{kind}/{subject}/{src.name}"
+                    _copy(src, folder / rel)
+                    # Retrieval links its files to the database by default: the target names the track.
+                    label = f"#{n + 1}: {src.resolve().stem}" if kind == "retrieval" else f"sample {n}"
+                    players.append(_player(rel, label))
+                cells.append(f"<td>{''.join(players) or 'none'}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        body.append("</table></div>")
+
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{esc('b2m listening report: ' + run.path.name)}</title><style>{STYLE}</style></head>\n"
+            "<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+    write_text(folder / "index.html", page)
+    return folder / "index.html"

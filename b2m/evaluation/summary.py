@@ -1,0 +1,78 @@
+"""`summary.md`: the evaluation's tables in Markdown, built from the flat metrics dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from b2m.data.clips import GENRES
+from b2m.evaluation.metrics import METRICS
+from b2m.io import write_text
+
+
+def fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def with_ci(metrics: dict, key: str) -> str:
+    """`0.712 [0.650, 0.770]`, or the bare value when the key has no interval."""
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    text = fmt(metrics.get(key))
+    return text if low is None else f"{text} [{fmt(low)}, {fmt(high)}]"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def decoding_prefixes(metrics: dict) -> list[str]:
+    """The scored sets of the decoding table (`test`, baselines, reconstructions), in insertion order."""
+    return [k[: -len("/id_acc")] for k in metrics
+            if k.endswith("/id_acc") and not k.startswith(("sub-", "genre/", "logo/", "encoding/"))]
+
+
+def genre_sets(metrics: dict) -> list[str]:
+    """The sets the genre classifier scored (`true`, `pred`, `retrieval/acoustic`, ...), in insertion order."""
+    return [k[len("genre/"): -len("/acc")] for k in metrics
+            if k.startswith("genre/") and k.endswith("/acc") and k.count("/") >= 2]
+
+
+def summary_lines(metrics: dict, figures: list[str], notes: list[str]) -> list[str]:
+    level = metrics.get("ci_level", 0.95)
+    lines = ["# Evaluation summary", "",
+             f"{metrics.get('n_test_clips')} test clips per subject; values are means over subjects with "
+             f"{level:.0%} bootstrap intervals over clips ({metrics.get('n_boot')} resamples). "
+             "Identification accuracy: chance 0.5; genre accuracy: chance 0.1.", "",
+             "## Decoding and reconstruction", ""]
+    rows = [[p] + [with_ci(metrics, f"{p}/{m}") for m in METRICS] for p in decoding_prefixes(metrics)]
+    lines += table(["set"] + list(METRICS), rows)
+    if genre_sets(metrics):
+        lines += ["", "## Genre class agreement", "",
+                  "A logistic regression trained on the true embeddings of the training clips classifies the "
+                  "decoded ones; `true` is its accuracy on the true test embeddings (the ceiling); `agreement`: "
+                  "same genre as the true embedding.", ""]
+        rows = [[s, with_ci(metrics, f"genre/{s}/acc"), fmt(metrics.get(f"genre/{s}/top3")),
+                 fmt(metrics.get(f"genre/{s}/agreement"))] for s in genre_sets(metrics)]
+        lines += table(["set", "accuracy", "top-3", "agreement"], rows)
+    if any(k.startswith("logo/") for k in metrics):
+        lines += ["", "## Leave one genre out", "",
+                  "Identification of each held-out genre's test clips among themselves (`within`) and among all "
+                  "test clips (`all`).", ""]
+        rows = [[g, fmt(metrics.get(f"logo/{g}/within")), fmt(metrics.get(f"logo/{g}/all"))]
+                for g in GENRES if f"logo/{g}/all" in metrics]
+        lines += table(["held-out genre", "within", "all"], rows)
+    encoding = sorted(k for k in metrics if k.startswith("encoding/") and not k.startswith("encoding/sub-"))
+    if encoding:
+        lines += ["", "## Encoding models", "", "Voxelwise Pearson r on the test runs (mean over subjects); "
+                  "maps and per-subject tables in `encoding/`.", ""]
+        lines += table(["key", "value"], [[k[len("encoding/"):], fmt(metrics[k])] for k in encoding
+                                          if isinstance(metrics[k], (int, float))])
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
+    return lines
+
+
+def write_summary(path: Path, metrics: dict, figures: list[str], notes: list[str]) -> None:
+    """Write the Markdown summary (figures linked relative to its folder)."""
+    write_text(path, "\n".join(summary_lines(metrics, figures, notes)) + "\n")

@@ -1,0 +1,135 @@
+"""Encoding models: statistics against references, and recovery of known voxel tunings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from scipy.stats import false_discovery_control
+
+from b2m.config import load_config
+from b2m.data.bids import Presentation
+from b2m.data.clips import Clip
+from b2m.evaluation.encoding import TRUTH_FILE, delayed, stimulus_time_course
+from b2m.evaluation.evaluate import evaluate
+from b2m.evaluation.stats import correlation_ceiling, explainable_variance, fdr_bh, pearson_columns
+from tuned_bids import DEAD, SEMANTIC, SPECTRO
+
+
+def test_fdr_bh_matches_scipy():
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(0, 0.002, 40), rng.uniform(size=400), [0.03, 0.03, 1.0]])
+    for q in (0.01, 0.05, 0.2):
+        reject, adjusted = fdr_bh(p, q)
+        expected = false_discovery_control(p, method="bh")
+        np.testing.assert_allclose(adjusted, expected, rtol=1e-12)
+        assert (reject == (expected <= q)).all()
+    assert 30 < fdr_bh(p, 0.05)[0].sum() < 60
+
+
+def test_pearson_columns_matches_numpy():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(50, 6)), rng.normal(size=(50, 6))
+    b[:, 0] += 2 * a[:, 0]
+    expected = [np.corrcoef(a[:, v], b[:, v])[0, 1] for v in range(6)]
+    np.testing.assert_allclose(pearson_columns(a, b), expected, rtol=1e-10)
+
+
+def test_noise_ceiling_recovers_the_simulated_signal_share():
+    """Signal `s` of variance `sv` plus independent noise of variance 1 per repeat: explainable variance is
+    sv / (sv + 1); the correlation ceiling is corr(s, mean of R repeats) = sqrt(sv / (sv + 1 / R))."""
+    rng = np.random.default_rng(2)
+    n_rep, n, sv = 4, 20000, np.array([0.0, 0.25, 1.0, 4.0])
+    signal = rng.normal(size=(n, 4)) * np.sqrt(sv)
+    repeats = signal + rng.normal(size=(n_rep, n, 4))
+    np.testing.assert_allclose(explainable_variance(repeats), sv / (sv + 1), atol=0.02)
+    ceiling = correlation_ceiling(repeats)
+    np.testing.assert_allclose(ceiling[1:], np.sqrt(sv / (sv + 1 / n_rep))[1:], atol=0.03)
+    assert 0 <= ceiling[0] < 0.1  # pure noise: the square root of a clipped estimate near 0
+    # The empirical correlation of the true signal with the mean response matches the ceiling.
+    r_true = pearson_columns(signal[:, 1:], repeats.mean(axis=0)[:, 1:])
+    np.testing.assert_allclose(correlation_ceiling(repeats)[1:], r_true, atol=0.02)
+
+
+def test_design_puts_each_clip_on_the_trs_it_plays_and_delays_them():
+    a, b = Clip("rock", 1, 0.0, 15.0), Clip("jazz", 2, 3.0, 18.0)
+    emb = {a: np.array([[1.0, 2.0]]), b: np.array([[3.0, 4.0]])}
+    events = [Presentation(0, 0.0, 3.0, a), Presentation(1, 4.5, 3.0, b)]
+    x = stimulus_time_course(events, emb, n_tr=8, tr=1.5)  # TRs at 0, 1.5, 3, 4.5, ... s
+    np.testing.assert_array_equal(x[:, 0], [1, 1, 0, 3, 3, 0, 0, 0])
+    d = delayed(x, [0, 2])
+    assert d.shape == (8, 4)
+    np.testing.assert_array_equal(d[:, 2], [0, 0, 1, 1, 0, 3, 3, 0])
+    np.testing.assert_array_equal(d[:, :2], x)
+
+
+def test_encoding_maps_recover_the_simulated_tuning(tuned_run, tmp_path):
+    out = tmp_path / "ev"
+    cfg = load_config("evaluate", [f"run={tuned_run}", f"out_dir={out}", "n_boot=50", "genre=false", "logo=false",
+                                   "report.enabled=false", "encoding.enabled=true", "encoding.n_perm=200"])
+    metrics = evaluate(cfg)
+    for space in ("acoustic", "caption"):
+        tuned = [metrics[f"encoding/{space}/{c}/mean_r"] for c in ("spectrotemporal", "semantic")]
+        assert max(tuned) > 0.5 > 0.1 > abs(metrics[f"encoding/{space}/untuned/mean_r"])
+    # Pitch-tuned voxels are explained by the audio space, genre-tuned ones by the captions (which name
+    # the genre): a double dissociation between audio- and text-derived spaces.
+    assert metrics["encoding/acoustic/spectrotemporal/mean_r"] > metrics["encoding/caption/spectrotemporal/mean_r"]
+    assert metrics["encoding/caption/semantic/mean_r"] > metrics["encoding/acoustic/semantic/mean_r"]
+    assert metrics["encoding/acoustic_minus_caption/spectrotemporal/mean_r"] > 0
+    assert metrics["encoding/noise_ceiling/spectrotemporal/mean_ev"] > 0.3 > metrics[
+        "encoding/noise_ceiling/untuned/mean_ev"]
+
+    # Maps: the BOLD's grid and affine, 0 outside the kept voxels (the background slab and the dropped
+    # constant voxel), tuned voxels high; voxels are placed by index, not by position in the mask.
+    root = Path(OmegaConf.load(tuned_run / "config.yaml").data.root)
+    bold = nib.load(str(root / "sub-001" / "func" / "sub-001_task-Test_run-01_bold.nii"))
+    folder = out / "encoding" / "sub-001"
+    r_map = nib.load(str(folder / "acoustic_r.nii.gz"))
+    np.testing.assert_allclose(r_map.affine, bold.affine)
+    r = np.asarray(r_map.dataobj)
+    assert r.shape == bold.shape[:3]
+    assert (r[0] == 0).all() and r[DEAD] == 0
+    untuned = np.ones(r.shape, dtype=bool)
+    untuned[0] = False
+    untuned[DEAD] = False
+    for v in SPECTRO + SEMANTIC:
+        untuned[v] = False
+    assert min(r[v] for v in SPECTRO) > r[untuned].max()
+    sig = np.asarray(nib.load(str(folder / "acoustic_significant.nii.gz")).dataobj)
+    assert all(sig[v] == 1 for v in SPECTRO) and sig[untuned].mean() < 0.2
+    assert (folder / "acoustic_r.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "acoustic_minus_caption_r.nii.gz").exists()
+    table = (out / "encoding" / "summary.md").read_text()
+    assert f"| spectrotemporal | {len(SPECTRO)} |" in table
+    assert TRUTH_FILE.format(subject="sub-001").split("/")[-1] in table
+
+
+def test_without_truth_the_top_noise_ceiling_voxels_stand_for_auditory_cortex(tuned_run, tmp_path):
+    import shutil
+
+    root = Path(OmegaConf.load(tuned_run / "config.yaml").data.root)
+    truth = root / TRUTH_FILE.format(subject="sub-001")
+    hidden = tmp_path / "truth.npz"
+    shutil.move(truth, hidden)
+    try:
+        cfg = load_config("evaluate", [f"run={tuned_run}", f"out_dir={tmp_path / 'ev'}", "n_boot=20", "genre=false",
+                                       "logo=false", "report.enabled=false", "encoding.enabled=true",
+                                       "encoding.n_perm=20", "encoding.spaces=[acoustic]",
+                                       f"encoding.top_k={len(SPECTRO) + len(SEMANTIC)}"])
+        metrics = evaluate(cfg)
+    finally:
+        shutil.move(hidden, truth)
+    assert metrics["encoding/acoustic/auditory/mean_r"] > metrics["encoding/acoustic/other/mean_r"] + 0.2
+    assert "top 18 voxels by explainable variance" in (tmp_path / "ev" / "encoding" / "summary.md").read_text()
+
+
+def test_encoding_needs_known_spaces(tuned_run, tmp_path):
+    from b2m.errors import B2MError
+
+    cfg = load_config("evaluate", [f"run={tuned_run}", f"out_dir={tmp_path}", "genre=false", "logo=false",
+                                   "report.enabled=false", "encoding.enabled=true", "encoding.spaces=[nope]"])
+    with pytest.raises(B2MError, match="encoding.spaces: no target config .*nope.yaml"):
+        evaluate(cfg)
