@@ -24,8 +24,8 @@ from b2m.data.demo.anatomy import AUDITORY, SEMANTIC, VOXEL_MM, Anatomy
 from b2m.io import atomic_path
 
 NIFTI_DATA_OFFSET = 352  # 348-byte header plus the 4-byte extension flag
-AUDITORY_SIGNAL = (0.08, 0.50)  # signal fraction at a region's rim and at its core
-SEMANTIC_SIGNAL = (0.03, 0.20)
+AUDITORY_SIGNAL = (0.10, 0.60)  # signal fraction at a region's rim and at its core
+SEMANTIC_SIGNAL = (0.04, 0.25)
 FREQUENCY_RANGE_HZ = (150.0, 5000.0)  # best frequencies span this along the tonotopic axis
 N_SHARED = 4  # slow noise components common to all voxels (physiology, motion residue)
 SHARED_SHARE = 0.3  # of each voxel's noise variance
@@ -119,7 +119,7 @@ def _ar1(n: int, phi: float | np.ndarray, shape: tuple[int, ...], rng: np.random
 def _drift(n_volumes: int, tr_s: float, n_brain: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Slow drift in units of each voxel's amplitude: basis `[T, K]` and coefficients `[K, V_brain]`."""
     t = np.arange(n_volumes) * tr_s
-    periods = rng.uniform(200.0, 800.0, 3)
+    periods = rng.uniform(300.0, 1200.0, 3)  # mostly slower than the 240 s median filter
     phases = rng.uniform(0.0, 2.0 * np.pi, 3)
     basis = np.column_stack([t / t[-1] - 0.5, *(np.cos(2 * np.pi * t / p + ph) for p, ph in zip(periods, phases))])
     coefs = rng.normal(0.0, 1.0, (basis.shape[1], n_brain)) * np.array([[2.0], [1.0], [1.0], [1.0]])

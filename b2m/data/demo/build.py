@@ -103,7 +103,7 @@ def plan_runs(preset: SizePreset, subjects: tuple[int, ...] | None, max_training
         if not 0 <= n <= available:
             raise B2MError(f"--max-{task.lower()}-runs: {n} is outside 0-{available}")
         runs += [Run(s, task, r) for s in subjects for r in range(1, n + 1)]
-    return sorted(runs, key=lambda r: (r.subject, -TASK_CODES[r.task], r.run))
+    return sorted(runs, key=lambda r: (r.subject, TASK_CODES[r.task], r.run))
 
 
 def check_manifest(out: Path, preset: SizePreset, seed: int) -> None:

@@ -26,7 +26,7 @@ N_FFT = 1024  # 46 ms window, 21.5 Hz bins
 BAND_EDGES_HZ = np.geomspace(100.0, 6400.0, 17)  # 16 bands of 3/8 octave
 MODULATION_EDGES_HZ = np.array([0.6, 1.6, 4.0, 10.0, 24.0])  # 4 modulation bands, up to the envelope Nyquist
 POWER_FLOOR = 1e-4  # mean power per bin below which a band counts as silent (about -40 dB re the RMS 0.1 clip)
-MODULATION_FLOOR = 1e-3
+MODULATION_FLOOR = 1e-6  # well below the quietest 1 % of modulation energies in music
 HRF_SECONDS = 32.0
 
 N_BANDS = len(BAND_EDGES_HZ) - 1
@@ -90,10 +90,14 @@ def clip_acoustic_features(wave: np.ndarray) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::hop][:n_frames]
     spectrum = scipy.fft.rfft(frames * _WINDOW, axis=1)
     power = spectrum.real ** 2 + spectrum.imag ** 2
-    log_band = np.log10(power @ _BAND_FILTERS + POWER_FLOOR)  # [frames, bands] at ENVELOPE_RATE_HZ
+    band_power = power @ _BAND_FILTERS  # [frames, bands] at ENVELOPE_RATE_HZ, mean power per bin
+    log_band = np.log10(band_power + POWER_FLOOR)
 
-    # Zero-phase band-pass of each band's log-envelope in the frequency domain.
-    envelope_spectrum = scipy.fft.rfft(log_band - log_band.mean(axis=0), axis=0)
+    # Modulation of each band's compressed envelope (power^0.25, loudness-like), so that louder
+    # passages carry more modulation energy and fades to silence carry less; zero-phase band-pass
+    # in the frequency domain.
+    envelope = band_power ** 0.25
+    envelope_spectrum = scipy.fft.rfft(envelope - envelope.mean(axis=0), axis=0)
     mod_freqs = np.fft.rfftfreq(n_frames, 1.0 / ENVELOPE_RATE_HZ)
     modulation = np.empty((n_frames, N_BANDS, N_MODULATIONS), dtype=np.float32)
     for m in range(N_MODULATIONS):
