@@ -1,9 +1,9 @@
 """A subject's simulated anatomy: brain, cortex mask and the tuned regions inside it.
 
 The brain is an ellipsoid filling the field of view as a real head does at 2 mm
-(about 70 x 85 x 60 voxels in the 96 x 96 x 68 grid). The cortex is its outer
-shell, with a thickness that varies smoothly (a stand-in for folding), scaled to
-hold `cortex_fraction` of the brain. The auditory region is two blobs on the
+(about 70 x 85 x 60 voxels in the 96 x 96 x 68 grid). The cortex is what lies
+near its surface, outer or medial (between the hemispheres), with a depth that
+varies smoothly (a stand-in for sulci), scaled to hold `cortex_fraction` of the brain. The auditory region is two blobs on the
 lateral superior temporal surface, the semantic region two blobs further
 anterior and inferior; their centres, extents and orientation vary per subject.
 """
@@ -23,8 +23,10 @@ NONE, AUDITORY, SEMANTIC = 0, 1, 2
 BRAIN_SEMI_AXES = np.array([0.36, 0.44, 0.44])  # of the grid, per axis (x: left-right, y: posterior-anterior, z: up)
 AUDITORY_CENTRE = np.array([0.78, 0.02, -0.15])  # normalised brain coordinates, right hemisphere; mirrored on x
 SEMANTIC_CENTRE = np.array([0.70, 0.45, -0.30])
+REGION_SHAPE = np.array([1.0, 1.4, 0.8])  # relative extent of a region along x, y, z
 REGION_JITTER = 0.06  # per-subject shift of region centres, normalised units
-FOLDING = 0.05  # amplitude of the smooth cortical-thickness modulation, normalised radius
+FOLDING = 0.06  # amplitude of the smooth depth modulation that makes sulci, normalised radius
+MEDIAL = 1.5  # depth per unit of distance from the midline: the medial surfaces of both hemispheres are cortex
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def make_anatomy(shape: tuple[int, int, int], cortex_fraction: float, auditory_f
     brain = radius < 1.0
 
     folding = gaussian_filter(rng.standard_normal(shape), sigma=max(shape[0] / 40.0, 0.7))
-    depth = 1.0 - radius + FOLDING * folding / folding.std()
+    surface_distance = np.minimum(1.0 - radius, MEDIAL * np.abs(coords[..., 0]))
+    depth = surface_distance + FOLDING * folding / folding.std()
     cortex = brain & (depth <= np.quantile(depth[brain], cortex_fraction))
 
     cortex_coords = coords[cortex]
@@ -90,7 +93,8 @@ def make_anatomy(shape: tuple[int, int, int], cortex_fraction: float, auditory_f
         per_side = max(int(round(fraction * n_vox / 2)), 1)
         for side in (1.0, -1.0):
             c = centre_r * np.array([side, 1.0, 1.0]) + rng.uniform(-REGION_JITTER, REGION_JITTER, 3)
-            stretch = np.array([0.6, 1.0, 0.7]) * rng.uniform(0.8, 1.25, 3)
+            # Distances in voxels, so that a region is a compact patch of similar shape at any brain size.
+            stretch = REGION_SHAPE * rng.uniform(0.8, 1.25, 3) / semi
             idx, cent = _region(cortex_coords, c, stretch, per_side, free)
             free[idx] = False
             tuning_class[idx] = klass

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import nibabel as nib
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from b2m.data.demo import features
 from b2m.data.demo.anatomy import AUDITORY, SEMANTIC, VOXEL_MM, Anatomy
@@ -27,8 +27,11 @@ NIFTI_DATA_OFFSET = 352  # 348-byte header plus the 4-byte extension flag
 AUDITORY_SIGNAL = (0.10, 0.60)  # signal fraction at a region's rim and at its core
 SEMANTIC_SIGNAL = (0.04, 0.25)
 FREQUENCY_RANGE_HZ = (150.0, 5000.0)  # best frequencies span this along the tonotopic axis
-N_SHARED = 4  # slow noise components common to all voxels (physiology, motion residue)
+NOISE_SMOOTHNESS = 1.0  # voxels, Gaussian sigma of the voxel noise (EPI point spread, ~2.4 voxels FWHM)
+N_SHARED = 8  # slow noise components with large-scale spatial patterns (physiology, motion residue)
+SHARED_SMOOTHNESS = 4.0  # voxels, Gaussian sigma of their spatial patterns
 SHARED_SHARE = 0.3  # of each voxel's noise variance
+N_SEMANTIC_AXES = 3  # semantic voxels mix a few axes of the semantic features, not every genre freely
 BACKGROUND_SD = 4.0  # intensity scale of the noise outside the brain
 BLOCK_VOLUMES = 32  # volumes generated and written at a time, bounds memory on the full grid
 
@@ -83,7 +86,8 @@ def make_tuning(anatomy: Anatomy, rng: np.random.Generator) -> Tuning:
         weights[v, :n_acoustic] = _spectrotemporal_weights(
             best_freq[v], best_mod[v], rng.uniform(0.3, 0.7), rng.uniform(0.6, 1.2))
     semantic = anatomy.tuning_class == SEMANTIC
-    weights[semantic, n_acoustic:] = rng.standard_normal((semantic.sum(), n_semantic))
+    axes = rng.standard_normal((N_SEMANTIC_AXES, n_semantic))
+    weights[semantic, n_acoustic:] = rng.standard_normal((semantic.sum(), N_SEMANTIC_AXES)) @ axes
 
     for klass, (rim, core) in ((AUDITORY, AUDITORY_SIGNAL), (SEMANTIC, SEMANTIC_SIGNAL)):
         members = anatomy.tuning_class == klass
@@ -98,22 +102,37 @@ def make_noise(anatomy: Anatomy, rng: np.random.Generator) -> SubjectNoise:
     baseline = np.clip(800.0 + 120.0 * field / field.std(), 600.0, 1000.0)
     n_brain = len(baseline)
     amplitude = baseline * rng.uniform(0.008, 0.02, n_brain)
-    loadings = rng.standard_normal((N_SHARED, n_brain))
+    patterns = rng.standard_normal((N_SHARED, *anatomy.brain.shape))
+    loadings = gaussian_filter(patterns, sigma=(0,) + (SHARED_SMOOTHNESS,) * 3)[:, anatomy.brain]
     loadings /= np.linalg.norm(loadings, axis=0, keepdims=True)
-    return SubjectNoise(baseline, amplitude, rng.uniform(0.2, 0.6, n_brain), loadings)
+    return SubjectNoise(baseline, amplitude, rng.uniform(0.2, 0.6, n_brain).astype(np.float32),
+                        loadings.astype(np.float32))
 
 
-def _ar1(n: int, phi: float | np.ndarray, shape: tuple[int, ...], rng: np.random.Generator,
-         start: np.ndarray | None = None) -> np.ndarray:
-    """`n` steps of a unit-variance stationary AR(1) process, float32 `[n, *shape]`."""
-    out = np.empty((n, *shape), dtype=np.float32)
-    x = rng.standard_normal(shape, dtype=np.float32) if start is None else start
-    innovation_sd = np.sqrt(1.0 - np.asarray(phi) ** 2).astype(np.float32)
+def _ar1(innovations: np.ndarray, phi: float | np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Unit-variance stationary AR(1) along axis 0 of unit-variance white `innovations` `[n, ...]`.
+
+    `start` is the previous sample (continuing a series); without it the series starts stationary.
+    """
     phi = np.asarray(phi, dtype=np.float32)
-    for t in range(n):
-        x = phi * x + innovation_sd * rng.standard_normal(shape, dtype=np.float32)
+    innovation_sd = np.sqrt(1.0 - phi ** 2)
+    out = np.empty_like(innovations)
+    x = innovations[0] if start is None else phi * start + innovation_sd * innovations[0]
+    out[0] = x
+    for t in range(1, len(innovations)):
+        x = phi * x + innovation_sd * innovations[t]
         out[t] = x
     return out
+
+
+def _smooth_noise(n: int, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """`n` volumes of spatially smooth Gaussian noise with unit variance, float32 `[n, X, Y, Z]`."""
+    white = rng.standard_normal((n, *shape), dtype=np.float32)
+    smooth = gaussian_filter(white, sigma=(0,) + (NOISE_SMOOTHNESS,) * 3, mode="wrap")
+    delta = np.zeros(int(8 * NOISE_SMOOTHNESS) + 1)
+    delta[len(delta) // 2] = 1.0
+    sd = np.sqrt(np.sum(gaussian_filter1d(delta, NOISE_SMOOTHNESS) ** 2)) ** 3  # of the smoothed white noise
+    return smooth / np.float32(sd)
 
 
 def _drift(n_volumes: int, tr_s: float, n_brain: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +145,12 @@ def _drift(n_volumes: int, tr_s: float, n_brain: int, rng: np.random.Generator) 
     return basis.astype(np.float32), coefs.astype(np.float32)
 
 
+def _grid_indices(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the voxels of a 3D `mask`, in C order (numpy) and in Fortran order (NIfTI data)."""
+    ijk = np.nonzero(mask)
+    return np.ravel_multi_index(ijk, mask.shape), np.ravel_multi_index(ijk, mask.shape, order="F")
+
+
 def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, design: np.ndarray, tr_s: float,
                  rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Yield the run as int16 volume blocks `[b, X * Y * Z]` in NIfTI (Fortran) voxel order.
@@ -135,10 +160,9 @@ def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, design: 
     """
     n_volumes = len(design)
     shape = anatomy.brain.shape
-    brain_ijk = np.argwhere(anatomy.brain)
-    brain_flat = np.ravel_multi_index(brain_ijk.T, shape, order="F")
-    background_flat = np.flatnonzero(~anatomy.brain.ravel(order="F"))
-    n_brain = len(brain_flat)
+    brain_c, brain_f = _grid_indices(anatomy.brain)
+    background_c, background_f = _grid_indices(~anatomy.brain)
+    n_brain = len(brain_c)
 
     cortex_in_brain = np.flatnonzero(anatomy.cortex[anatomy.brain])
     tuned = np.flatnonzero(tuning.signal_fraction > 0)
@@ -152,7 +176,8 @@ def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, design: 
 
     gain = rng.uniform(0.98, 1.02)
     baseline = (gain * noise.baseline).astype(np.float32)
-    shared = _ar1(n_volumes, 0.9, (N_SHARED,), rng) @ noise.loadings.astype(np.float32)  # [T, V_brain]
+    shared_phi = rng.uniform(0.5, 0.95, N_SHARED)
+    shared = _ar1(rng.standard_normal((n_volumes, N_SHARED), dtype=np.float32), shared_phi)  # [T, N_SHARED]
     drift_basis, drift_coefs = _drift(n_volumes, tr_s, n_brain, rng)
     drift_coefs *= noise.amplitude.astype(np.float32)
     own_share, shared_share = np.float32(np.sqrt(1.0 - SHARED_SHARE)), np.float32(np.sqrt(SHARED_SHARE))
@@ -161,16 +186,16 @@ def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, design: 
     block = np.empty((BLOCK_VOLUMES, int(np.prod(shape))), dtype=np.int16)
     for t0 in range(0, n_volumes, BLOCK_VOLUMES):
         t1 = min(t0 + BLOCK_VOLUMES, n_volumes)
-        own = _ar1(t1 - t0, noise.ar1, (n_brain,), rng, start=state)
+        field = _smooth_noise(t1 - t0, shape, rng).reshape(t1 - t0, -1)
+        own = _ar1(field[:, brain_c], noise.ar1, state)
         state = own[-1]
-        values = own_share * own + shared_share * shared[t0:t1]
+        values = own_share * own + shared_share * (shared[t0:t1] @ noise.loadings)
         values *= noise_scale
         values[:, tuned_in_brain] += signal_scale * drive[t0:t1]
         values += baseline + drift_basis[t0:t1] @ drift_coefs
         out = block[: t1 - t0]
-        out[:, brain_flat] = np.rint(values)
-        background = np.abs(rng.standard_normal((t1 - t0, len(background_flat)), dtype=np.float32))
-        out[:, background_flat] = np.rint(BACKGROUND_SD * background)
+        out[:, brain_f] = np.rint(values)
+        out[:, background_f] = np.rint(BACKGROUND_SD * np.abs(field[:, background_c]))  # magnitude-image noise
         yield out
 
 

@@ -59,9 +59,9 @@ PRESETS: dict[str, SizePreset] = {
     # Tests: seconds to build besides the audio; the small grid needs thicker cortex and larger regions.
     "tiny": SizePreset("tiny", (1, 2), 2, 1, (10, 10, 8), 0.6, 0.12, 0.08),
     # The README's demo: a few minutes on 2 cores, a few thousand cortex voxels per subject.
-    "default": SizePreset("default", (1, 2, 3), N_TRAINING_RUNS, N_TEST_RUNS, (32, 32, 24), 0.45, 0.08, 0.05),
+    "default": SizePreset("default", (1, 2, 3), N_TRAINING_RUNS, N_TEST_RUNS, (32, 32, 24), 0.45, 0.06, 0.04),
     # The real geometry: ~60k cortex voxels per subject, about 46 GB of BOLD.
-    "full": SizePreset("full", (1, 2, 3, 4, 5), N_TRAINING_RUNS, N_TEST_RUNS, (96, 96, 68), 0.33, 0.08, 0.05),
+    "full": SizePreset("full", (1, 2, 3, 4, 5), N_TRAINING_RUNS, N_TEST_RUNS, (96, 96, 68), 0.33, 0.05, 0.04),
 }
 
 
