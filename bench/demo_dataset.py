@@ -36,7 +36,7 @@ def preprocess(bold: np.ndarray) -> np.ndarray:
     return (resid - resid.mean(0)) / resid.std(0)
 
 
-def test_repeats(root: Path, subject: int, mask: np.ndarray, n_runs: int) -> np.ndarray:
+def repeated_test_windows(root: Path, subject: int, mask: np.ndarray, n_runs: int) -> np.ndarray:
     """`[4, clips * WINDOW_TRS, V]`: each test clip's 4 presentations, row 0 standing in for the last row."""
     repeats = []
     for r in range(1, n_runs + 1):
@@ -79,7 +79,7 @@ def main() -> None:
         mask = np.asanyarray(nib.load(sub_dir / f"{sub_dir.name}_desc-cortex_mask.nii.gz").dataobj) > 0
         truth = np.load(sub_dir / f"{sub_dir.name}_desc-truth.npz", allow_pickle=False)
         n_runs = len(list((out / sub_dir.name / "func").glob("*task-Test*_bold.nii")))
-        ev = explainable_variance(test_repeats(out, subject, mask, min(n_runs, N_TEST_RUNS)))
+        ev = explainable_variance(repeated_test_windows(out, subject, mask, min(n_runs, N_TEST_RUNS)))
         for klass, name in CLASSES.items():
             sel = truth["tuning_class"] == klass
             s = truth["signal_fraction"][sel]

@@ -2,11 +2,13 @@
 
 A cortex voxel's preprocessed signal is `sqrt(s) * drive + sqrt(1 - s) * noise`
 with unit-variance `drive` (its tuning applied to the run's design matrix) and
-`noise` (AR(1) per voxel mixed with a few slow components shared across the
-brain), `s` the voxel's signal fraction. The stored value adds a baseline of
-600-1000, scales the fluctuation to about 1-2 % of it and adds slow drift (a
-linear trend and low-frequency cosines, which the 240 s median filter of the
-published preprocessing mostly removes). Outside the brain values are near 0.
+`noise`, `s` the voxel's signal fraction. The noise is an AR(1) process per voxel
+driven by spatially smooth innovations (neighbours share noise, as in real EPI),
+mixed with a few slow components with large-scale spatial patterns. The stored
+value adds a baseline of 600-1000, scales the fluctuation to about 1-2 % of it
+and adds slow drift (a linear trend and low-frequency cosines, which the 240 s
+median filter of the published preprocessing mostly removes). Outside the brain
+values are near 0.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def _spectrotemporal_weights(best_frequency_hz: float, best_modulation_hz: float
 
 
 def make_tuning(anatomy: Anatomy, rng: np.random.Generator) -> Tuning:
-    """Draw a subject's voxel tunings: tonotopic gradient in the auditory region, random semantic weights."""
+    """Draw a subject's voxel tunings: a tonotopic gradient with random modulation preferences in the
+    auditory region; in the semantic region random mixtures of a few random axes of the semantic features."""
     n_vox = len(anatomy.tuning_class)
     n_acoustic = len(features.acoustic_feature_names())
     n_semantic = len(features.semantic_feature_names())
