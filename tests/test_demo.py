@@ -215,10 +215,10 @@ def test_full_size_anatomy_is_realistic():
 def test_auditory_voxels_follow_the_loudness(tiny):
     """Against an independent predictor: log RMS of the presented audio per 0.1 s, through the HRF."""
     stimuli = StimulusSet(tiny / "stimuli")
-    mask, truth = load_subject(tiny, 1)
-    klass = truth["tuning_class"]
     r_aud, r_none = [], []
-    for run in TINY_RUNS[:3]:
+    for run in TINY_RUNS:
+        mask, truth = load_subject(tiny, run.subject)
+        klass = truth["tuning_class"]
         loudness = []
         for _, clip in read_events(run.func_path(tiny, "events.tsv")):
             wave = stimuli.load_clip(clip, RATE)
@@ -235,12 +235,12 @@ def test_auditory_voxels_follow_the_loudness(tiny):
 
 def test_semantic_voxels_follow_their_genre_weights(tiny):
     """Against an independent predictor: each clip's genre weight (from the truth) as a boxcar through the HRF."""
-    mask, truth = load_subject(tiny, 1)
-    klass = truth["tuning_class"]
-    names = list(truth["feature_names"])
-    genre_w = truth["weights"][:, [names.index(f"genre_{g}") for g in GENRES]]  # [V, 10]
     r_own, r_null = [], []
-    for run in TINY_RUNS[:3]:
+    for run in TINY_RUNS:
+        mask, truth = load_subject(tiny, run.subject)
+        klass = truth["tuning_class"]
+        names = list(truth["feature_names"])
+        genre_w = truth["weights"][:, [names.index(f"genre_{g}") for g in GENRES]]  # [V, 10]
         genre_idx = [GENRES.index(c.genre) for _, c in read_events(run.func_path(tiny, "events.tsv"))]
         boxcar = np.repeat(np.eye(len(GENRES))[genre_idx], 150, axis=0)  # [T * 10 Hz, 10]
         per_genre = np.stack([reference_hrf_response(b, 10.0) for b in boxcar.T], axis=1)
@@ -252,7 +252,7 @@ def test_semantic_voxels_follow_their_genre_weights(tiny):
         r_null.append(corr_columns(untuned, pred[:, : untuned.shape[1]]))
     r_own, r_null = np.concatenate(r_own), np.concatenate(r_null)
     assert r_own.mean() > 0.1
-    assert r_own.mean() > np.abs(r_null).mean() + 0.05
+    assert r_own.mean() > np.abs(r_null).mean() + 0.04
 
 
 def test_signal_fraction_is_the_explained_variance(tiny):

@@ -20,6 +20,7 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
+from scipy.special import ndtr
 
 from b2m.data.demo import features
 from b2m.data.demo.anatomy import AUDITORY, SEMANTIC, VOXEL_MM, Anatomy
@@ -34,6 +35,7 @@ N_SHARED = 8  # slow noise components with large-scale spatial patterns (physiol
 SHARED_SMOOTHNESS = 4.0  # voxels, Gaussian sigma of their spatial patterns
 SHARED_SHARE = 0.3  # of each voxel's noise variance
 N_SEMANTIC_AXES = 3  # semantic voxels mix a few axes of the semantic features, not every genre freely
+MAP_SMOOTHNESS = 2.0  # voxels, Gaussian sigma of the cortical maps of tuning parameters
 BACKGROUND_SD = 4.0  # intensity scale of the noise outside the brain
 BLOCK_VOLUMES = 32  # volumes generated and written at a time, bounds memory on the full grid
 
@@ -69,9 +71,17 @@ def _spectrotemporal_weights(best_frequency_hz: float, best_modulation_hz: float
     return np.concatenate([(1.0 - modulation_share) * spectral, modulation_share * modulation])
 
 
+def _smooth_maps(cortex: np.ndarray, n_maps: int, rng: np.random.Generator) -> np.ndarray:
+    """`n_maps` spatially smooth random maps sampled at the cortex voxels, each uniform on [0, 1]: `[n_maps, V]`."""
+    fields = gaussian_filter(rng.standard_normal((n_maps, *cortex.shape)), sigma=(0,) + (MAP_SMOOTHNESS,) * 3)
+    values = fields[:, cortex]
+    return ndtr((values - values.mean(axis=1, keepdims=True)) / values.std(axis=1, keepdims=True))
+
+
 def make_tuning(anatomy: Anatomy, rng: np.random.Generator) -> Tuning:
-    """Draw a subject's voxel tunings: a tonotopic gradient with random modulation preferences in the
-    auditory region; in the semantic region random mixtures of a few random axes of the semantic features."""
+    """Draw a subject's voxel tunings as smooth cortical maps: in the auditory region a tonotopic gradient
+    with modulation preference, bandwidth and modulation share varying smoothly; in the semantic region
+    smoothly varying mixtures of a few random axes of the semantic features."""
     n_vox = len(anatomy.tuning_class)
     n_acoustic = len(features.acoustic_feature_names())
     n_semantic = len(features.semantic_feature_names())
@@ -79,23 +89,24 @@ def make_tuning(anatomy: Anatomy, rng: np.random.Generator) -> Tuning:
     signal = np.zeros(n_vox, dtype=np.float32)
     best_freq = np.full(n_vox, np.nan, dtype=np.float32)
     best_mod = np.full(n_vox, np.nan, dtype=np.float32)
+    jitter, modulation, share, width, *mixing = _smooth_maps(anatomy.cortex, 4 + N_SEMANTIC_AXES, rng)
 
     lo, hi = np.log2(FREQUENCY_RANGE_HZ)
     mod_lo, mod_hi = np.log2(features.MODULATION_CENTRES_HZ[[0, -1]])
     for v in np.flatnonzero(anatomy.tuning_class == AUDITORY):
-        log_bf = np.clip(lo + anatomy.tonotopic_position[v] * (hi - lo) + rng.normal(0.0, 0.3), lo, hi)
-        best_freq[v] = 2.0 ** log_bf
-        best_mod[v] = 2.0 ** rng.uniform(mod_lo, mod_hi)
+        position = np.clip(anatomy.tonotopic_position[v] + 0.2 * (jitter[v] - 0.5), 0.0, 1.0)
+        best_freq[v] = 2.0 ** (lo + position * (hi - lo))
+        best_mod[v] = 2.0 ** (mod_lo + modulation[v] * (mod_hi - mod_lo))
         weights[v, :n_acoustic] = _spectrotemporal_weights(
-            best_freq[v], best_mod[v], rng.uniform(0.3, 0.7), rng.uniform(0.6, 1.2))
+            best_freq[v], best_mod[v], 0.3 + 0.4 * share[v], 0.6 + 0.6 * width[v])
     semantic = anatomy.tuning_class == SEMANTIC
     axes = rng.standard_normal((N_SEMANTIC_AXES, n_semantic))
-    weights[semantic, n_acoustic:] = rng.standard_normal((semantic.sum(), N_SEMANTIC_AXES)) @ axes
+    weights[semantic, n_acoustic:] = (np.stack(mixing, axis=1)[semantic] - 0.5) @ axes
 
     for klass, (rim, core) in ((AUDITORY, AUDITORY_SIGNAL), (SEMANTIC, SEMANTIC_SIGNAL)):
         members = anatomy.tuning_class == klass
-        jitter = rng.uniform(0.8, 1.2, members.sum())
-        signal[members] = np.clip((rim + (core - rim) * anatomy.centrality[members]) * jitter, 0.0, 0.6)
+        scatter = rng.uniform(0.8, 1.2, members.sum())
+        signal[members] = np.clip((rim + (core - rim) * anatomy.centrality[members]) * scatter, 0.0, 0.6)
     return Tuning(signal, weights, best_freq, best_mod)
 
 
