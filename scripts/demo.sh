@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Set up (if needed), build the default demo dataset (if needed), train the default decoder on it,
-# evaluate it, and say where the results are. Extra arguments go to train.py (e.g. decoder=mlp).
+# Set up (if needed), build the default demo dataset (if needed), train the default decoder,
+# reconstruct by retrieval and by generation, evaluate with the listening report, and say where
+# the results are. Extra arguments go to the main train.py run (e.g. decoder=mlp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 py=.venv/bin/python
+out=outputs/demo
 $py -m b2m.data.demo --size default --out data/demo
-$py train.py out_dir=outputs/demo/train "$@"
-$py evaluate.py run=outputs/demo/train out_dir=outputs/demo/evaluation
-echo "results: outputs/demo/train/metrics.json (training run), outputs/demo/evaluation/ (evaluation)"
+$py train.py out_dir=$out/train "$@"
+$py retrieve.py run=$out/train database=data/demo/stimuli/genres out_dir=$out/retrieval
+# Generation needs predictions in the generator's own conditioning space.
+$py train.py target=musicgen_text trainer.logger=none out_dir=$out/train_musicgen_text
+$py generate.py predictions=$out/train_musicgen_text out_dir=$out/generated
+$py evaluate.py run=$out/train retrieval=$out/retrieval generated=$out/generated out_dir=$out/evaluation
+echo
+echo "results:"
+echo "  $out/train/metrics.json             decoder test metrics (test/id_acc: chance 0.5)"
+echo "  $out/evaluation/summary.md          metrics with 95% intervals and baselines"
+echo "  $out/evaluation/report/index.html   listening report (open in a browser)"
