@@ -1,6 +1,6 @@
 """Speed of the demo stimulus renderer: seconds per 30 s track, by stage, against real time.
 
-    python bench/bench_demo_music.py [--stage-tracks-per-genre 2] [--per-genre 54] [--workers 2]
+    python bench/demo_music.py [--stage-tracks-per-genre 2] [--per-genre 54] [--workers 2]
 
 Prints per stage the wall and CPU seconds per track and the ratio of audio duration to wall
 time (x real time) in one process, then the wall and worker CPU time of write_stimuli with a
