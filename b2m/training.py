@@ -92,8 +92,9 @@ def fit(cfg: DictConfig, decoder: Decoder, dm: BrainDataModule, out_dir: Path,
     tcfg = cfg.trainer
     decoder.set_target_stats(torch.from_numpy(np.concatenate([s.train.y for s in dm.subjects])))
     ckpt_dir = out_dir / "checkpoints"
+    # The best weights only (the test uses them); the full training state is in last.ckpt.
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/id_acc", mode="max",
-                                 enable_version_counter=False)
+                                 save_weights_only=True, enable_version_counter=False)
     # A second checkpoint, unmonitored, rewritten after every epoch: what a resumed run starts from.
     last_checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)
     logger = build_logger(cfg, out_dir)
