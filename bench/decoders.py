@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--decoders", nargs="+", default=list(DECODERS))
     parser.add_argument("--out", type=Path, default=Path("outputs/decoders"))
+    parser.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides for every run")
     args = parser.parse_args()
 
@@ -48,13 +49,15 @@ def main() -> None:
         for setting, subjects in settings:
             for seed in args.seeds:
                 name = f"{decoder}_{'-'.join(map(str, subjects))}_seed{seed}"
+                if args.table_only and not (args.out / name / "metrics.json").exists():
+                    continue
                 metrics = run_one(args.root, args.out / name, decoder, subjects, seed, args.overrides)
                 for s in subjects:
                     rows.append({"decoder": decoder, "setting": setting, "subject": s, "seed": seed,
                                  **{k: metrics[f"sub-{s:03d}/{k}"] for k in
                                     ("test/id_acc", "test/top1", "baseline/shuffled/id_acc",
                                      "baseline/mean_train/id_acc")}})
-    lines = ["| decoder | training | test/id_acc | test/top1 | shuffled id_acc | mean-train id_acc | runs |",
+    lines = ["| decoder | training | test/id_acc | test/top1 | shuffled id_acc | mean-train id_acc | subject x seed |",
              "|---|---|---|---|---|---|---|"]
     for decoder in args.decoders:
         for setting in ("per-subject", "multi-subject"):
@@ -63,7 +66,8 @@ def main() -> None:
                 continue
             # Mean over subjects within a seed, then mean +- sd over seeds.
             def stat(key):
-                per_seed = [np.mean([r[key] for r in sel if r["seed"] == seed]) for seed in args.seeds]
+                seeds = sorted({r["seed"] for r in sel})
+                per_seed = [np.mean([r[key] for r in sel if r["seed"] == seed]) for seed in seeds]
                 return f"{np.mean(per_seed):.3f} +- {np.std(per_seed, ddof=1) if len(per_seed) > 1 else 0:.3f}"
             lines.append(f"| {decoder} | {setting} | {stat('test/id_acc')} | {stat('test/top1')} | "
                          f"{stat('baseline/shuffled/id_acc')} | {stat('baseline/mean_train/id_acc')} | {len(sel)} |")
