@@ -14,9 +14,11 @@ $py retrieve.py run=$out/train database=data/demo/stimuli/genres out_dir=$out/re
 # Generation needs predictions in the generator's own conditioning space.
 $py train.py target=musicgen_text trainer.logger=none out_dir=$out/train_musicgen_text
 $py generate.py predictions=$out/train_musicgen_text out_dir=$out/generated
-$py evaluate.py run=$out/train retrieval=$out/retrieval generated=$out/generated out_dir=$out/evaluation
+$py evaluate.py run=$out/train retrieval=$out/retrieval generated=$out/generated encoding.enabled=true \
+    out_dir=$out/evaluation
 echo
 echo "results:"
 echo "  $out/train/metrics.json             decoder test metrics (test/id_acc: chance 0.5)"
 echo "  $out/evaluation/summary.md          metrics with 95% intervals and baselines"
 echo "  $out/evaluation/report/index.html   listening report (open in a browser)"
+echo "  $out/evaluation/encoding/summary.md encoding analysis: voxelwise r per space and region"

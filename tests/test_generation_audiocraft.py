@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-pytest.importorskip("audiocraft", reason="audiocraft is not installed (optional; see AUDIOCRAFT.md)")
+pytest.importorskip("audiocraft", reason="audiocraft is not installed (the optional extra; README: Reconstruction)")
 
 from audiocraft.models.lm import LMModel  # noqa: E402
 from audiocraft.modules.codebooks_patterns import DelayedPatternProvider  # noqa: E402
