@@ -21,7 +21,8 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import median_filter
 
-from b2m.data.demo.build import META_DIR, N_TEST_RUNS, TR_S, Run, build_dataset, read_events
+from b2m.data.bids import read_events
+from b2m.data.demo.build import META_DIR, N_TEST_RUNS, TR_S, Run, build_dataset
 
 CLASSES = {0: "none", 1: "spectro-temporal", 2: "semantic"}
 DELAY_TRS = 3  # haemodynamic delay of the response window
@@ -43,7 +44,7 @@ def repeated_test_windows(root: Path, subject: int, mask: np.ndarray, n_runs: in
         run = Run(subject, "Test", r)
         data = preprocess(np.asanyarray(nib.load(run.func_path(root, "bold.nii")).dataobj)[mask].T)
         windows = defaultdict(list)
-        for onset, clip in read_events(run.func_path(META_DIR, "events.tsv")):
+        for onset, clip in ((p.onset, p.clip) for p in read_events(run.func_path(META_DIR, "events.tsv"))):
             lo = int(round(onset / TR_S)) + DELAY_TRS
             if lo + WINDOW_TRS <= len(data):  # the last row's window runs past the run's end: row 0 replaces it
                 windows[clip].append(data[lo:lo + WINDOW_TRS])

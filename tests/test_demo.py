@@ -17,9 +17,13 @@ from scipy.stats import gamma
 from b2m.data.clips import GENRES
 from b2m.data.demo import features
 from b2m.data.demo.anatomy import make_anatomy
-from b2m.data.demo.build import (META_DIR, N_VOLUMES, PRESETS, DesignBuilder, Run, build_dataset, plan_runs,
-                                 read_events)
+from b2m.data.bids import read_events
+from b2m.data.demo.build import META_DIR, N_VOLUMES, PRESETS, DesignBuilder, Run, build_dataset, plan_runs
 from b2m.data.demo.__main__ import main
+
+
+def clips_of(events_path):
+    return [p.clip for p in read_events(events_path)]
 from b2m.data.stimuli import StimulusSet
 from b2m.errors import B2MError
 
@@ -43,7 +47,7 @@ def write_fast_stimuli(root: Path, runs: list[Run]) -> None:
     tones = genre_tones()
     t = np.arange(30 * RATE, dtype=np.float32) / RATE
     noise = np.random.default_rng(0).standard_normal(len(t)).astype(np.float32)
-    tracks = {(c.genre, c.track) for run in runs for _, c in read_events(run.func_path(META_DIR, "events.tsv"))}
+    tracks = {(c.genre, c.track) for run in runs for c in clips_of(run.func_path(META_DIR, "events.tsv"))}
     for genre, track in tracks:
         rng = np.random.default_rng([GENRES.index(genre), track])
         pulse = 0.55 + 0.45 * np.cos(np.float32(2 * np.pi * rng.uniform(1.0, 4.0)) * t)
@@ -131,7 +135,7 @@ def test_layout_and_headers(tiny):
 
 
 def test_stimuli_and_captions_cover_the_runs(tiny):
-    used = {(c.genre, c.track) for run in TINY_RUNS for _, c in read_events(run.func_path(tiny, "events.tsv"))}
+    used = {(c.genre, c.track) for run in TINY_RUNS for c in clips_of(run.func_path(tiny, "events.tsv"))}
     lines = (tiny / "stimuli" / "captions.csv").read_text().splitlines()
     assert lines[0] == "genre,track,caption"
     assert {(line.split(",")[0], int(line.split(",")[1])) for line in lines[1:]} == used
@@ -160,10 +164,11 @@ def test_read_events_strips_quotes():
     path = Run(1, "Training", 4).func_path(META_DIR, "events.tsv")
     assert b"\tclassical'\t" in path.read_bytes()
     events = read_events(path)
-    assert len(events) == 41 and {c.genre for _, c in events} <= set(GENRES) and "classical" in {c.genre for _, c in events}
-    assert [o for o, _ in events] == [15.0 * i for i in range(41)]
+    genres = {p.clip.genre for p in events}
+    assert len(events) == 41 and genres <= set(GENRES) and "classical" in genres
+    assert [p.onset for p in events] == [15.0 * i for i in range(41)]
     test_events = read_events(Run(1, "Test", 1).func_path(META_DIR, "events.tsv"))
-    assert test_events[0][1] == test_events[-1][1]  # row 0 of a Test run repeats its last clip
+    assert test_events[0].clip == test_events[-1].clip  # row 0 of a Test run repeats its last clip
 
 
 # ---- determinism and per-subject variety --------------------------------------------------------
@@ -220,7 +225,7 @@ def test_auditory_voxels_follow_the_loudness(tiny):
         mask, truth = load_subject(tiny, run.subject)
         klass = truth["tuning_class"]
         loudness = []
-        for _, clip in read_events(run.func_path(tiny, "events.tsv")):
+        for clip in clips_of(run.func_path(tiny, "events.tsv")):
             wave = stimuli.load_clip(clip, RATE)
             frames = wave[: len(wave) // 2205 * 2205].reshape(-1, 2205)
             loudness.append(np.log10(np.mean(frames ** 2, axis=1) + 1e-4))
@@ -241,7 +246,7 @@ def test_semantic_voxels_follow_their_genre_weights(tiny):
         klass = truth["tuning_class"]
         names = list(truth["feature_names"])
         genre_w = truth["weights"][:, [names.index(f"genre_{g}") for g in GENRES]]  # [V, 10]
-        genre_idx = [GENRES.index(c.genre) for _, c in read_events(run.func_path(tiny, "events.tsv"))]
+        genre_idx = [GENRES.index(c.genre) for c in clips_of(run.func_path(tiny, "events.tsv"))]
         boxcar = np.repeat(np.eye(len(GENRES))[genre_idx], 150, axis=0)  # [T * 10 Hz, 10]
         per_genre = np.stack([reference_hrf_response(b, 10.0) for b in boxcar.T], axis=1)
         pred = per_genre @ genre_w[klass == 2].T  # [T, V_semantic]

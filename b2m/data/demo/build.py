@@ -16,7 +16,6 @@ which other runs or subjects a build includes.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import shutil
@@ -27,6 +26,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from b2m.data.bids import read_events
 from b2m.data.clips import Clip
 from b2m.data.demo import bold, features, music
 from b2m.data.demo.anatomy import Anatomy, make_anatomy
@@ -78,14 +78,6 @@ class Run:
     def func_path(self, root: Path, suffix: str) -> Path:
         """`suffix` is `bold.nii`, `events.tsv` or `bold.json`."""
         return root / f"sub-{self.subject:03d}" / "func" / f"{self.stem}_{suffix}"
-
-
-def read_events(path: Path) -> list[tuple[float, Clip]]:
-    """(onset seconds, clip) per row of a ds003720 events.tsv; genre quotes are stripped on both sides."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [(float(r["onset"]), Clip(r["genre"].strip("'\""), int(r["track"]), float(r["start"]), float(r["end"])))
-            for r in rows]
 
 
 def plan_runs(preset: SizePreset, subjects: tuple[int, ...] | None, max_training_runs: int | None,
@@ -148,7 +140,7 @@ def copy_metadata(out: Path, run: Run) -> None:
 def write_stimuli(out: Path, runs: list[Run], workers: int) -> StimulusSet:
     """Render the tracks the runs present; tracks already on disk stay in `captions.csv`."""
     stimuli = StimulusSet(out / "stimuli")
-    needed = {(c.genre, c.track) for run in runs for _, c in read_events(run.func_path(META_DIR, "events.tsv"))}
+    needed = {(p.clip.genre, p.clip.track) for run in runs for p in read_events(run.func_path(META_DIR, "events.tsv"))}
     on_disk = {(p.parent.name, int(p.stem.split(".")[1])) for p in stimuli.root.glob("genres/*/*.*.wav")}
     music.write_stimuli(stimuli.root, sorted(needed | on_disk), workers=workers)
     return stimuli
@@ -172,7 +164,7 @@ class DesignBuilder:
 
     def design(self, events_path: Path) -> np.ndarray:
         events = read_events(events_path)
-        return features.run_design([self.clip_features(c) for _, c in events], [o for o, _ in events],
+        return features.run_design([self.clip_features(p.clip) for p in events], [p.onset for p in events],
                                    N_VOLUMES, TR_S)
 
 
