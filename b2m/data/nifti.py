@@ -93,13 +93,15 @@ def _raw_blocks(run: RunImage):
     """Yield `(first_volume, block [k, X, Y, Z])` in the file's dtype, before scaling.
 
     Uncompressed files are read with plain file reads (no memory map, so the page
-    cache does not count as this process's memory); gzipped ones through nibabel.
+    cache does not count as this process's memory); gzipped ones are decompressed once.
     """
     X, Y, Z, T = run.shape
     if run.path.name.endswith(".gz"):
-        proxy = run.image.dataobj
+        # A gzip stream cannot be read block by block cheaply: decompress once (int16, the file's
+        # own size in memory), then hand out blocks of it.
+        raw = np.asarray(run.image.dataobj.get_unscaled())
         for lo in range(0, T, BLOCK_VOLUMES):
-            yield lo, np.moveaxis(np.asarray(proxy.get_unscaled()[..., lo:lo + BLOCK_VOLUMES]), -1, 0)
+            yield lo, np.moveaxis(raw[..., lo:lo + BLOCK_VOLUMES], -1, 0)
         return
     dtype = run.image.header.get_data_dtype()
     offset = int(run.image.dataobj.offset)
