@@ -1,15 +1,8 @@
-"""Train a decoder: `python train.py [group=choice] [key=value ...]` (see configs/train.yaml)."""
+"""Train a decoder: `python train.py [group=choice] [key=value ...]` (`--help` lists the config; b2m/conf/train.yaml)."""
 
 import sys
 
-from b2m.cli import run_entry
-from b2m.training import train
-
-
-def main(cfg):
-    metrics = train(cfg)
-    print(f"test/id_acc = {metrics['test/id_acc']:.3f} (chance 0.5); results in {cfg.out_dir}/metrics.json")
-
+from b2m.jobs.cli import run
 
 if __name__ == "__main__":
-    sys.exit(run_entry("train", main, sys.argv[1:]))
+    sys.exit(run("train"))

@@ -89,7 +89,7 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="b2m-bench-data-"))
     run, mask = args.run, args.mask
     if run is None:
-        subprocess.run([sys.executable, "-m", "b2m.data.demo", "--size", "full", "--subjects", "1",
+        subprocess.run([sys.executable, "-m", "b2m.demo", "--size", "full", "--subjects", "1",
                         "--max-training-runs", "1", "--max-test-runs", "0", "--out", str(workdir)],
                        check=True)
         run = workdir / "sub-001" / "func" / "sub-001_task-Training_run-01_bold.nii"

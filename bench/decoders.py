@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from b2m.config import load_config
-from b2m.io import write_text
-from b2m.training import train
+from b2m.core.config import compose
+from b2m.core.io import write_text
+from b2m.jobs.train import train
 
 DECODERS = ("ridge", "mlp", "transformer")
 
@@ -27,7 +27,7 @@ def run_one(root: Path, out: Path, decoder: str, subjects: list[int], seed: int,
         return json.loads((out / "metrics.json").read_text())
     args = [f"data.root={root}", f"data.subjects=[{','.join(map(str, subjects))}]", f"decoder={decoder}",
             f"seed={seed}", f"out_dir={out}", "trainer.logger=csv", *extra]
-    return train(load_config("train", args))
+    return train(compose("train", args))
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from b2m.data.bids import read_events
-from b2m.data.demo.build import META_DIR, N_TEST_RUNS, TR_S, Run, build_dataset
+from b2m.demo.build import META_DIR, N_TEST_RUNS, TR_S, Run, build_dataset
 
 CLASSES = {0: "none", 1: "spectro-temporal", 2: "semantic"}
 DELAY_TRS = 3  # haemodynamic delay of the response window

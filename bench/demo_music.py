@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from b2m.data.clips import GENRES
-from b2m.data.demo import music
+from b2m.core.clips import GENRES
+from b2m.demo import music
 
 
 def timed(function, *args):

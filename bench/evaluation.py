@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import false_discovery_control
 
 from b2m.evaluation.bootstrap import bootstrap_metrics, resample_counts
-from b2m.evaluation.metrics import decoding_metrics
+from b2m.core.metrics import decoding_metrics
 from b2m.evaluation.stats import fdr_bh
 
 

@@ -27,9 +27,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from b2m.generation.configs import random_musicgen
-from b2m.generation.lm import MusicGenLM, SamplingConfig
-from b2m.generation.loaders import lm_from_transformers
+from b2m.reconstruction.musicgen.builders import random_musicgen
+from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig
+from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GUIDANCE = 3.0

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from b2m.generation.retrieval import RetrievalIndex
+from b2m.reconstruction.retrieval import RetrievalIndex
 
 M, D, Q, K = 100_000, 768, 300, 10
 

@@ -50,7 +50,7 @@ def make_problem(args: argparse.Namespace, folder: Path) -> None:
 def build(solver: str, alphas: np.ndarray, n_folds: int, n_samples: int, n_features: int):
     """The estimator of one solver, configured for per-target alphas with an intercept."""
     if solver == "b2m":
-        from b2m.decoders.ridge import RidgeCV
+        from b2m.core.ridge import RidgeCV
 
         return RidgeCV(alphas=alphas, n_folds=n_folds, dtype="float32", device="cpu")
     if solver == "himalaya":

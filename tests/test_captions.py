@@ -1,7 +1,7 @@
 import pytest
 
 from b2m.data.captions import read_captions
-from b2m.errors import B2MError
+from b2m.core.errors import B2MError
 
 
 def test_read_captions_strips_genre_quotes(tmp_path):

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from conftest import make_bids
+from helpers.bids import make_bids
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,3 +76,17 @@ def test_retrieve_after_train(tmp_path):
         assert all((out / "retrieval" / h["file"]).exists() for h in hits)
     res = run("retrieve.py", f"run={out}", f"database={tmp_path / 'none'}")
     assert res.returncode == 2 and "database folder not found" in res.stderr
+
+
+def test_multirun_writes_one_folder_per_job(tmp_path):
+    root = make_bids(tmp_path / "bids")
+    out = tmp_path / "grid"
+    res = run("train.py", "-m", f"data.root={root}", "data.preprocess.mask=null", f"out_dir={out}",
+              "decoder.n_folds=2,3", "trainer.logger=none")
+    assert res.returncode == 0, res.stderr
+    assert "job 0: " in res.stdout and "job 1: " in res.stdout
+    folds = [yaml.safe_load((out / str(n) / "config.yaml").read_text())["decoder"]["n_folds"] for n in (0, 1)]
+    assert folds == [2, 3] and (out / "multirun.yaml").is_file()
+    assert all((out / str(n) / "metrics.json").is_file() for n in (0, 1))
+    res = run("train.py", "-m", f"data.root={root}", "decoder.n_fold=2,3", f"out_dir={out}")
+    assert res.returncode == 2 and res.stderr.strip() == "error: config: unknown key 'decoder.n_fold'"

@@ -12,21 +12,30 @@ import pytest
 import scipy.ndimage as ndi
 import soundfile as sf
 
-from b2m.config import load_config
+from b2m.core.config import compose
 from b2m.data import preprocess as preprocess_module
 from b2m.data.bids import BIDSDataset, read_events, repetition_time, subject_label
-from b2m.data.datamodule import BrainDataModule, load_subject
+from b2m.data.datamodule import BrainDataModule
+from b2m.data.subjects import load_subject
 from b2m.data.nifti import load_mask, open_run, read_masked
 from b2m.data.preprocess import PreprocessConfig, detrend, zscore
 from b2m.data.samples import build_samples, split_by_clip
-from b2m.errors import B2MError
-from b2m.targets import build_space
-from conftest import META, make_bids, write_run
+from b2m.core.clips import GENRES
+from b2m.core.errors import B2MError
+from b2m.targets import space_by_name
+from b2m.targets.dataset import clip_targets
+from helpers.bids import META, make_bids, write_run
 
 
 def data_cfg(root: Path, *extra: str):
-    cfg = load_config("train", [f"data.root={root}", "data.preprocess.mask=null", *extra])
+    cfg = compose("train", [f"data.root={root}", "data.preprocess.mask=null", *extra])
     return cfg.data
+
+
+def acoustic(cfg):
+    """The targets of `load_subject`: acoustic embeddings of the dataset's stimuli."""
+    space = space_by_name("acoustic")
+    return lambda clips: clip_targets(cfg, space, clips)
 
 
 # ---------------------------------------------------------------- events and layout
@@ -44,7 +53,7 @@ def test_events_of_every_real_run_parse_with_quotes_stripped():
     # The dataset README's counts: 480 training clips (48 per genre) and 60 test clips.
     assert len(train) == 480 and len(test) == 60
     assert all(sum(c.genre == g for c in train) == 48 for g in {c.genre for c in train})
-    assert not {c.genre for c in train} - set(__import__("b2m.data.clips").data.clips.GENRES)
+    assert not {c.genre for c in train} - set(GENRES)
 
 
 def test_subject_labels_and_runs(bids):
@@ -141,23 +150,23 @@ def test_nan_and_constant_voxels_are_dropped_with_a_warning(bids):
     data[2, 2, 2, :] = 700  # constant inside the brain
     write_run(path, data)
     with pytest.warns(UserWarning, match="dropped 1 of"):
-        splits = load_subject(data_cfg(bids), "sub-001", build_space("acoustic"), seed=0)
+        splits = load_subject(data_cfg(bids), "sub-001", acoustic(data_cfg(bids)), seed=0)
     assert splits.data.n_voxels == 3 * 4 * 3 - 1
     assert not splits.data.mask[2, 2, 2]
 
 
 def test_preprocessing_is_cached(bids, monkeypatch):
     cfg = data_cfg(bids)
-    space = build_space("acoustic")
-    first = load_subject(cfg, "sub-001", space, seed=0)
+    first = load_subject(cfg, "sub-001", acoustic(cfg), seed=0)
     calls = []
     monkeypatch.setattr(preprocess_module, "read_masked", lambda *a: calls.append(a))
-    second = load_subject(cfg, "sub-001", space, seed=0)
+    second = load_subject(cfg, "sub-001", acoustic(cfg), seed=0)
     assert calls == []
     np.testing.assert_array_equal(first.test.x, second.test.x)
     # A different preprocessing config is a different cache entry.
     monkeypatch.undo()
-    third = load_subject(data_cfg(bids, "data.preprocess.detrend=poly"), "sub-001", space, seed=0)
+    poly = data_cfg(bids, "data.preprocess.detrend=poly")
+    third = load_subject(poly, "sub-001", acoustic(poly), seed=0)
     assert not np.allclose(first.test.x, third.test.x)
 
 
@@ -166,14 +175,14 @@ def test_mismatched_grids_between_runs(bids):
     src = bids.parent / "other" / "sub-001" / "func" / "sub-001_task-Test_run-01_bold.nii"
     shutil.copy(src, bids / "sub-001" / "func" / src.name)
     with pytest.raises(B2MError, match=r"Test_run-01_bold.nii: voxel grid \(5, 4, 3\) differs"):
-        load_subject(data_cfg(bids), "sub-001", build_space("acoustic"), seed=0)
+        load_subject(data_cfg(bids), "sub-001", acoustic(data_cfg(bids)), seed=0)
 
 
 # ---------------------------------------------------------------- samples
 
 def test_windows_row0_and_last_clip(bids):
     cfg = data_cfg(bids)
-    splits = load_subject(cfg, "sub-001", build_space("acoustic"), seed=0)
+    splits = load_subject(cfg, "sub-001", acoustic(cfg), seed=0)
     data = splits.data.runs
     test_events = read_events(bids / "sub-001" / "func" / "sub-001_task-Test_run-01_events.tsv")
     # Each of the 10 test clips keeps 4 repeats: the truncated last one is replaced by row 0.
@@ -195,7 +204,7 @@ def test_windows_row0_and_last_clip(bids):
 
 def test_training_row0_stands_in_for_previous_runs_last_clip(tmp_path):
     root = make_bids(tmp_path / "b", training_runs=(1, 2), test_runs=(1,))
-    splits = load_subject(data_cfg(root), "sub-001", build_space("acoustic"), seed=0)
+    splits = load_subject(data_cfg(root), "sub-001", acoustic(data_cfg(root)), seed=0)
     assert len(splits.train.clips) + len(splits.val.clips) == 79  # run 1's last clip via run 2's row 0
 
 
@@ -205,7 +214,7 @@ def test_run_too_short_for_its_events(bids):
     make_short = bids / "sub-001" / "func" / "sub-001_task-Training_run-01_bold.nii"
     write_run(make_short, np.random.default_rng(0).normal(800, 10, size=(4, 4, 3, 300)))
     with pytest.raises(B2MError, match=r"onset 450 s \(row 30\) lies past the last volume"):
-        load_subject(data_cfg(bids), "sub-001", build_space("acoustic"), seed=0)
+        load_subject(data_cfg(bids), "sub-001", acoustic(data_cfg(bids)), seed=0)
 
 
 def test_split_by_clip_is_stratified_and_disjoint():
@@ -223,21 +232,21 @@ def test_missing_and_short_stimulus(bids):
     wav = next((bids / "stimuli" / "genres").rglob("*.wav"))
     wav.unlink()
     with pytest.raises(B2MError, match=f"{wav.name}: stimulus wav missing"):
-        load_subject(data_cfg(bids), "sub-001", build_space("acoustic"), seed=0)
+        load_subject(data_cfg(bids), "sub-001", acoustic(data_cfg(bids)), seed=0)
     sf.write(wav, np.zeros(8000 * 5, np.float32), 8000)
     with pytest.raises(B2MError, match=f"{wav.name}: stimulus is 5.00 s long, shorter than the clip end"):
-        load_subject(data_cfg(bids), "sub-001", build_space("acoustic"), seed=0)
+        load_subject(data_cfg(bids), "sub-001", acoustic(data_cfg(bids)), seed=0)
 
 
 def test_datamodule_batches_are_single_subject(tmp_path):
     root = make_bids(tmp_path / "b", subjects=(1, 2), grid=(4, 4, 3))
     cfg = data_cfg(root, "data.subjects=[1,2]", "data.batch_size=16")
-    dm = BrainDataModule(cfg, build_space("acoustic"), seed=0)
-    dm.setup()
+    subjects = [load_subject(cfg, s, acoustic(cfg), seed=0) for s in ("sub-001", "sub-002")]
+    dm = BrainDataModule(subjects, batch_size=16, num_workers=0, seed=0)
     seen = {0: 0, 1: 0}
     for batch in dm.train_dataloader():
         assert batch["x"].shape[1:] == (10, dm.subjects[0].data.n_voxels)
-        assert batch["y"].shape[1:] == (1, build_space("acoustic").shape[1])
+        assert batch["y"].shape[1:] == (1, space_by_name("acoustic").shape[1])
         assert len(set(batch["subject"].tolist())) == 1
         seen[int(batch["subject"][0])] += len(batch["x"])
     assert seen == {0: len(dm.subjects[0].train.clips), 1: len(dm.subjects[1].train.clips)}

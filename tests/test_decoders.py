@@ -15,18 +15,18 @@ import pytest
 import torch
 import yaml
 
-from b2m.config import load_config
+from b2m.core.config import compose
 from b2m.decoders import build_decoder
 from b2m.decoders.losses import contrastive_loss, cosine_loss
-from b2m.decoders.ridge import RidgeCV
-from conftest import make_bids
+from b2m.core.ridge import RidgeCV
+from helpers.bids import make_bids
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("name", ["ridge", "mlp", "transformer"])
 def test_shapes_for_several_subjects(name):
-    cfg = load_config("train", [f"decoder={name}"]).decoder
+    cfg = compose("train", [f"decoder={name}"]).decoder
     if name != "ridge":
         cfg.width = 32
     decoder = build_decoder(cfg, n_voxels=[50, 70], n_window=4, target_shape=(3, 8))
@@ -36,7 +36,7 @@ def test_shapes_for_several_subjects(name):
 
 def test_trained_decoder_learns_a_linear_map_for_both_subjects():
     torch.manual_seed(0)
-    cfg = load_config("train", ["decoder=transformer", "decoder.width=32", "decoder.dropout=0.0",
+    cfg = compose("train", ["decoder=transformer", "decoder.width=32", "decoder.dropout=0.0",
                                 "decoder.input_dropout=0.0"]).decoder
     decoder = build_decoder(cfg, n_voxels=[20, 30], n_window=3, target_shape=(1, 4))
     maps = [torch.randn(3 * v, 4) / np.sqrt(3 * v) for v in (20, 30)]
@@ -77,7 +77,7 @@ def test_losses_match_references():
 def test_ridge_decoder_equals_the_solver():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 3, 40)).astype(np.float32), rng.normal(size=(60, 1, 5)).astype(np.float32)
-    cfg = load_config("train", ["decoder.n_folds=3"]).decoder
+    cfg = compose("train", ["decoder.n_folds=3"]).decoder
     decoder = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
     decoder.fit_closed_form(0, x, y)
     ridge = RidgeCV(alphas=list(cfg.alphas), n_folds=3).fit(x.reshape(60, -1), y.reshape(60, -1))
@@ -92,8 +92,8 @@ def test_ridge_decoder_equals_the_solver():
 KILL_SCRIPT = """
 import os, signal, sys
 from pytorch_lightning.callbacks import Callback
-from b2m.config import load_config
-from b2m.training import train
+from b2m.core.config import compose
+from b2m.jobs.train import train
 
 class KillAt(Callback):
     def on_train_batch_end(self, trainer, *args):
@@ -101,7 +101,7 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 callbacks = [KillAt()] if "KILL_AT_STEP" in os.environ else []
-train(load_config("train", sys.argv[1:]), callbacks)
+train(compose("train", sys.argv[1:]), callbacks)
 """
 
 
@@ -137,16 +137,22 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
         np.testing.assert_array_equal(fa["pred"], fb["pred"])
 
 
-def test_sweep_agent_command_line_is_accepted():
-    sweep = yaml.safe_load((REPO / "configs" / "sweep.yaml").read_text())
-    assert sweep["program"] == "train.py" and sweep["command"][-1] == "${args}"
+def test_sweep_agent_command_line_is_accepted(monkeypatch):
+    sweep = yaml.safe_load((REPO / "sweep.yaml").read_text())
+    assert sweep["program"] == "train.py" and sweep["command"][-1] == "${args_no_hyphens}"
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")  # what the agent sets for each run
+    classes = {"mlp": "b2m.decoders.mlp.MLPDecoder", "transformer": "b2m.decoders.transformer.TransformerDecoder"}
     for pick in (0, -1):
-        # What `wandb agent` passes for ${args}: --name=value for every parameter.
+        # What `wandb agent` passes for ${args_no_hyphens}: name=value for every parameter.
         args = []
         for key, spec in sweep["parameters"].items():
-            value = spec["values"][pick] if "values" in spec else spec["min" if pick == 0 else "max"]
-            args.append(f"--{key}={value}")
-        cfg = load_config("train", args)
-        assert cfg.decoder.name == sweep["parameters"]["decoder"]["values"][pick]
+            if "value" in spec:
+                value = spec["value"]
+            else:
+                value = spec["values"][pick] if "values" in spec else spec["min" if pick == 0 else "max"]
+            args.append(f"{key}={value}")
+        cfg = compose("train", args)
+        assert cfg.decoder._target_ == classes[sweep["parameters"]["decoder"]["values"][pick]]
         assert cfg.decoder.lr == pytest.approx(sweep["parameters"]["decoder.lr"]["min" if pick == 0 else "max"])
         assert list(cfg.data.delays_tr) == sweep["parameters"]["data.delays_tr"]["values"][pick]
+        assert cfg.out_dir == "outputs/sweep/abc123"  # one run folder per agent run

@@ -14,18 +14,18 @@ import soundfile as sf
 from scipy.ndimage import median_filter
 from scipy.stats import gamma
 
-from b2m.data.clips import GENRES
-from b2m.data.demo import features
-from b2m.data.demo.anatomy import make_anatomy
+from b2m.core.clips import GENRES
+from b2m.demo import features
+from b2m.demo.anatomy import make_anatomy
 from b2m.data.bids import read_events
-from b2m.data.demo.build import META_DIR, N_VOLUMES, PRESETS, DesignBuilder, Run, build_dataset, plan_runs
-from b2m.data.demo.__main__ import main
+from b2m.demo.build import META_DIR, N_VOLUMES, PRESETS, DesignBuilder, Run, build_dataset, plan_runs
+from b2m.demo.__main__ import main
 
 
 def clips_of(events_path):
     return [p.clip for p in read_events(events_path)]
 from b2m.data.stimuli import StimulusSet
-from b2m.errors import B2MError
+from b2m.core.errors import B2MError
 
 TINY_RUNS = [Run(s, task, r) for s in (1, 2) for task, r in (("Training", 1), ("Training", 2), ("Test", 1))]
 GRID = PRESETS["tiny"].grid

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from b2m.data.clips import GENRES
-from b2m.data.demo import music
-from b2m.errors import B2MError
+from b2m.core.clips import GENRES
+from b2m.core.errors import B2MError
+from b2m.demo import music
+from b2m.demo.music.scores import _pitch_map
 
 
 def genre_features(audio: np.ndarray, sample_rate: int, n_fft: int = 512, n_mels: int = 32) -> np.ndarray:
@@ -68,7 +69,7 @@ def test_bad_genre_or_track_is_a_user_error(tmp_path):
 
 def test_pitch_map_moves_scale_degrees_onto_the_target_mode():
     chorale = music.Chorale(tonic=2, mode="major", length_beats=4, voices=((), (), (), ()), chords=())
-    offsets = music._pitch_map(chorale, tonic=4, mode="phrygian")
+    offsets = _pitch_map(chorale, tonic=4, mode="phrygian")
     for source, target in zip(music.SCALES["major"], music.SCALES["phrygian"]):
         pitch_class = (2 + source) % 12
         assert (pitch_class + offsets[pitch_class]) % 12 == (4 + target) % 12

@@ -10,13 +10,13 @@ import pytest
 from omegaconf import OmegaConf
 from scipy.stats import false_discovery_control
 
-from b2m.config import load_config
+from b2m.core.config import compose
 from b2m.data.bids import Presentation
-from b2m.data.clips import Clip
+from b2m.core.clips import Clip
 from b2m.evaluation.encoding import TRUTH_FILE, delayed, stimulus_time_course
-from b2m.evaluation.evaluate import evaluate
+from b2m.jobs.evaluate import evaluate
 from b2m.evaluation.stats import correlation_ceiling, explainable_variance, fdr_bh, pearson_columns
-from tuned_bids import DEAD, SEMANTIC, SPECTRO
+from helpers.tuned_bids import DEAD, SEMANTIC, SPECTRO
 
 
 def test_fdr_bh_matches_scipy():
@@ -68,7 +68,7 @@ def test_design_puts_each_clip_on_the_trs_it_plays_and_delays_them():
 
 def test_encoding_maps_recover_the_simulated_tuning(tuned_run, tmp_path):
     out = tmp_path / "ev"
-    cfg = load_config("evaluate", [f"run={tuned_run}", f"out_dir={out}", "n_boot=50", "genre=false", "logo=false",
+    cfg = compose("evaluate", [f"run={tuned_run}", f"out_dir={out}", "n_boot=50", "genre=false", "logo=false",
                                    "report.enabled=false", "encoding.enabled=true", "encoding.n_perm=200"])
     metrics = evaluate(cfg)
     for space in ("acoustic", "caption"):
@@ -115,7 +115,7 @@ def test_without_truth_the_top_noise_ceiling_voxels_stand_for_auditory_cortex(tu
     hidden = tmp_path / "truth.npz"
     shutil.move(truth, hidden)
     try:
-        cfg = load_config("evaluate", [f"run={tuned_run}", f"out_dir={tmp_path / 'ev'}", "n_boot=20", "genre=false",
+        cfg = compose("evaluate", [f"run={tuned_run}", f"out_dir={tmp_path / 'ev'}", "n_boot=20", "genre=false",
                                        "logo=false", "report.enabled=false", "encoding.enabled=true",
                                        "encoding.n_perm=20", "encoding.spaces=[acoustic]",
                                        f"encoding.top_k={len(SPECTRO) + len(SEMANTIC)}"])
@@ -127,9 +127,9 @@ def test_without_truth_the_top_noise_ceiling_voxels_stand_for_auditory_cortex(tu
 
 
 def test_encoding_needs_known_spaces(tuned_run, tmp_path):
-    from b2m.errors import B2MError
+    from b2m.core.errors import B2MError
 
-    cfg = load_config("evaluate", [f"run={tuned_run}", f"out_dir={tmp_path}", "genre=false", "logo=false",
+    cfg = compose("evaluate", [f"run={tuned_run}", f"out_dir={tmp_path}", "genre=false", "logo=false",
                                    "report.enabled=false", "encoding.enabled=true", "encoding.spaces=[nope]"])
-    with pytest.raises(B2MError, match="encoding.spaces: no target config .*nope.yaml"):
+    with pytest.raises(B2MError, match="encoding.spaces: no target config 'nope'"):
         evaluate(cfg)

@@ -14,14 +14,14 @@ import soundfile as sf
 from omegaconf import OmegaConf
 from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
 
-from b2m.config import load_config
-from b2m.data.clips import GENRES
-from b2m.errors import B2MError
+from b2m.core.config import compose
+from b2m.core.clips import GENRES
+from b2m.core.errors import B2MError
 from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
-from b2m.evaluation.evaluate import evaluate
+from b2m.jobs.evaluate import evaluate
 from b2m.evaluation.genre import genre_scores
 from b2m.evaluation.logo import identification_against
-from b2m.evaluation.metrics import decoding_metrics
+from b2m.core.metrics import decoding_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,7 +108,7 @@ def test_genre_scores_match_sklearn():
 
 
 def eval_cfg(run: Path, out: Path, *extra: str):
-    return load_config("evaluate", [f"run={run}", f"out_dir={out}", "n_boot=200", *extra])
+    return compose("evaluate", [f"run={run}", f"out_dir={out}", "n_boot=200", *extra])
 
 
 def test_evaluation_of_a_run(tuned_run, tmp_path):

@@ -16,8 +16,8 @@ from audiocraft.modules.codebooks_patterns import DelayedPatternProvider  # noqa
 from audiocraft.modules.conditioners import (ConditionFuser, ConditioningAttributes,  # noqa: E402
                                              ConditioningProvider, LUTConditioner)
 
-from b2m.generation.lm import SamplingConfig  # noqa: E402
-from b2m.generation.loaders import lm_from_audiocraft  # noqa: E402
+from b2m.reconstruction.musicgen.lm import SamplingConfig  # noqa: E402
+from b2m.reconstruction.musicgen.loaders import lm_from_audiocraft  # noqa: E402
 
 LM_ARGS = dict(n_q=4, card=2048, dim=64, num_heads=4, num_layers=2, hidden_scale=2, norm_first=True,
                bias_ff=False, bias_attn=False, bias_proj=False, cross_attention=True, causal=True, custom=True,
@@ -60,8 +60,8 @@ def test_greedy_codes_identical_to_audiocraft(tmp_path, audiocraft_lm, cfg_coef)
 def test_codec_decodes_like_audiocraft(tmp_path):
     from audiocraft.models.builders import get_compression_model
 
-    from b2m.generation.codec import decode_codes
-    from b2m.generation.loaders import codec_from_audiocraft
+    from b2m.reconstruction.musicgen.codec import decode_codes
+    from b2m.reconstruction.musicgen.loaders import codec_from_audiocraft
 
     seanet = {"dimension": 16, "channels": 1, "causal": False, "n_filters": 4, "n_residual_layers": 1,
               "ratios": [8, 5, 4, 4], "activation": "ELU", "activation_params": {"alpha": 1.0}, "norm": "weight_norm",

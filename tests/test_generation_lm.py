@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from b2m.generation.codec import decode_codes
-from b2m.generation.configs import random_musicgen
-from b2m.generation.lm import SamplingConfig, delay_pattern_valid, keyed_uniform, sample
-from b2m.generation.loaders import lm_from_transformers
+from b2m.reconstruction.musicgen.codec import decode_codes
+from b2m.reconstruction.musicgen.builders import random_musicgen
+from b2m.reconstruction.musicgen.lm import SamplingConfig, delay_pattern_valid, keyed_uniform, sample
+from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 
 GREEDY = SamplingConfig(greedy=True)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from b2m.errors import B2MError
-from b2m.generation.configs import random_musicgen
-from b2m.generation.lm import SamplingConfig
-from b2m.generation.loaders import lm_from_audiocraft, lm_from_transformers, load_transformers
+from b2m.core.errors import B2MError
+from b2m.reconstruction.musicgen.builders import random_musicgen
+from b2m.reconstruction.musicgen.lm import SamplingConfig
+from b2m.reconstruction.musicgen.loaders import lm_from_audiocraft, lm_from_transformers, load_transformers
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_audiocraft_refuses_arbitrary_pickles(tmp_path):
 
 
 def test_caption_conditioning_matches_transformers_text_path(reference):
-    from b2m.generation.loaders import caption_conditioning
+    from b2m.reconstruction.musicgen.loaders import caption_conditioning
 
     def tokenizer(captions, padding, return_tensors):  # stands in for the folder's T5 tokenizer
         ids = [[3 + ord(c) % 100 for c in caption] for caption in captions]
@@ -149,13 +149,13 @@ def test_caption_conditioning_matches_transformers_text_path(reference):
     ("condition_provider.conditioners.description.embed.weight", None),
 ])
 def test_codec_names_follow_transformers_conversion_table(audiocraft_name, expected):
-    from b2m.generation.loaders import codec_name_from_audiocraft
+    from b2m.reconstruction.musicgen.loaders import codec_name_from_audiocraft
 
     assert codec_name_from_audiocraft(audiocraft_name) == expected
 
 
 def test_codec_config_refuses_other_variants():
-    from b2m.generation.loaders import codec_config_from_audiocraft
+    from b2m.reconstruction.musicgen.loaders import codec_config_from_audiocraft
 
     with pytest.raises(B2MError, match="lacks EnCodec key"):
         codec_config_from_audiocraft({"seanet": {}, "rvq": {}}, "compression_state_dict.bin")

@@ -11,9 +11,12 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
-from b2m.errors import B2MError
-from b2m.generation.run import generate_from_config, stable_seed
-from b2m.io import save_npz
+from b2m.core.errors import B2MError
+from b2m.core.config import group_config
+from b2m.core.io import save_npz
+from b2m.core.runs import write_predictions as write_run_predictions
+from b2m.jobs.generate import generate
+from b2m.reconstruction.musicgen.batch import stable_seed
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = np.array(["blues.00001_0", "jazz.00002_3", "rock.00003_6"])
@@ -22,13 +25,13 @@ CLIPS = np.array(["blues.00001_0", "jazz.00002_3", "rock.00003_6"])
 def write_predictions(root: Path, width: int = 32) -> Path:
     rng = np.random.default_rng(0)
     for subject in ("sub-001", "sub-002"):
-        arrays = {name: rng.standard_normal((3, 2, width)).astype(np.float32) for name in ("pred", "true")}
-        save_npz(root / "train" / "predictions" / f"{subject}.npz", clip_ids=CLIPS, **arrays)
+        pred, true = (rng.standard_normal((3, 2, width)).astype(np.float32) for _ in range(2))
+        write_run_predictions(root / "train", subject, pred, true, list(CLIPS), true.mean(0))
     return root / "train"
 
 
 def make_cfg(tmp_path: Path, out: str, devices: int = 1, **gen):
-    generator = OmegaConf.load(REPO / "configs" / "generator" / "tiny.yaml")
+    generator = group_config("generator", "tiny")
     generator.merge_with({"duration_s": 0.2, "batch_size": 2, "precision": "fp32", "greedy": True,
                           "n_samples": 1, **gen})
     return OmegaConf.create({
@@ -42,13 +45,13 @@ def manifest(out_dir: Path) -> list[dict]:
 
 def test_two_processes_produce_the_same_set_as_one(tmp_path):
     write_predictions(tmp_path)
-    one = generate_from_config(make_cfg(tmp_path, "one", n_samples=2))
+    one = generate(make_cfg(tmp_path, "one", n_samples=2))
     assert one["n_generated"] == 12
     cfg_path = tmp_path / "two.yaml"
     OmegaConf.save(make_cfg(tmp_path, "two", devices=2, n_samples=2), cfg_path)
     driver = tmp_path / "driver.py"  # DDP re-runs the launching script in each rank, as with generate.py
-    driver.write_text("import sys\nfrom omegaconf import OmegaConf\nfrom b2m.generation.run import "
-                      "generate_from_config\ngenerate_from_config(OmegaConf.load(sys.argv[1]))\n")
+    driver.write_text("import sys\nfrom omegaconf import OmegaConf\nfrom b2m.jobs.generate import "
+                      "generate\ngenerate(OmegaConf.load(sys.argv[1]))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, str(driver), str(cfg_path)], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -71,7 +74,7 @@ def test_two_processes_produce_the_same_set_as_one(tmp_path):
 def test_manifest_records_seeds_and_paths(tmp_path):
     write_predictions(tmp_path)
     cfg = make_cfg(tmp_path, "out", n_samples=2)
-    generate_from_config(cfg)
+    generate(cfg)
     records = manifest(tmp_path / "out")
     assert len(records) == 12
     for rec in records:
@@ -87,36 +90,37 @@ def test_resume_redoes_only_missing_and_truncated(tmp_path):
     write_predictions(tmp_path)
     cfg = make_cfg(tmp_path, "out", greedy=False)
     out = tmp_path / "out"
-    generate_from_config(cfg)
+    generate(cfg)
     wavs = sorted(out.rglob("*.wav"))
     before = {p: p.stat().st_mtime_ns for p in wavs}
     deleted, truncated = wavs[0], wavs[3]
     reference = sf.read(deleted)[0]
     deleted.unlink()
     truncated.write_bytes(truncated.read_bytes()[:3000])
-    summary = generate_from_config(cfg)
+    summary = generate(cfg)
     assert summary["n_generated"] == 2
     changed = {p for p in wavs if p.stat().st_mtime_ns != before[p]}
     assert changed == {deleted, truncated}
     np.testing.assert_allclose(sf.read(deleted)[0], reference, atol=1e-4)  # same seed, same sample
-    assert generate_from_config(cfg)["n_generated"] == 0
-    assert generate_from_config(make_cfg(tmp_path, "out", greedy=False, temperature=0.5))["n_generated"] == 6
+    assert generate(cfg)["n_generated"] == 0
+    assert generate(make_cfg(tmp_path, "out", greedy=False, temperature=0.5))["n_generated"] == 6
 
 
 def test_width_mismatch_names_file_and_widths(tmp_path):
     write_predictions(tmp_path, width=48)
     with pytest.raises(B2MError, match=r"sub-001\.npz.*D=48.*width 32"):
-        generate_from_config(make_cfg(tmp_path, "out"))
+        generate(make_cfg(tmp_path, "out"))
 
 
 def test_long_duration_refused(tmp_path):
     write_predictions(tmp_path)
     with pytest.raises(B2MError, match="duration_s"):
-        generate_from_config(make_cfg(tmp_path, "out", duration_s=31))
+        generate(make_cfg(tmp_path, "out", duration_s=31))
 
 
 def test_bad_predictions_file(tmp_path):
-    save_npz(tmp_path / "train" / "predictions" / "sub-001.npz", pred=np.zeros((3, 2, 32), np.float64),
-             clip_ids=CLIPS)
+    zeros = np.zeros((3, 2, 32), np.float64)
+    save_npz(tmp_path / "train" / "predictions" / "sub-001.npz", pred=zeros, true=zeros, clip_ids=CLIPS,
+             train_mean=zeros[0])
     with pytest.raises(B2MError, match="float32"):
-        generate_from_config(make_cfg(tmp_path, "out"))
+        generate(make_cfg(tmp_path, "out"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from b2m.evaluation.metrics import (baseline_predictions, decoding_metrics, identification_accuracy,
+from b2m.core.metrics import (baseline_predictions, decoding_metrics, identification_accuracy,
                                     mean_cosine, mean_pearson, top_k_accuracy)
 
 
@@ -60,7 +60,7 @@ def test_baselines_sit_at_chance(data):
 def test_torchmetrics_classes_accumulate_batches_like_the_functions(data):
     import torch
 
-    from b2m.evaluation.metrics import METRICS, DecodingMetric
+    from b2m.core.metrics import METRICS, DecodingMetric
 
     pred, true = (torch.tensor(a, dtype=torch.float32).reshape(30, 1, 12) for a in data)
     for name, fn in METRICS.items():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from b2m.config import load_config
-from b2m.evaluation.evaluate import evaluate
+from b2m.core.config import compose
+from b2m.jobs.evaluate import evaluate
 from test_evaluation import write_recon
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,7 +57,7 @@ def report(tuned_run, tmp_path_factory) -> Path:
     # A run folder whose name holds markup: the page must show it as text, never as markup.
     run = tmp_path / "run <i>x</i> & co"
     shutil.copytree(tuned_run, run)
-    cfg = load_config("evaluate", [f"run={run}", f"out_dir={tmp_path / 'ev'}", "n_boot=50", "logo=false",
+    cfg = compose("evaluate", [f"run='{run}'", f"out_dir={tmp_path / 'ev'}", "n_boot=50", "logo=false",
                                    f"retrieval={retrieval}", f"generated={generated}", "report.retrieved=2",
                                    "report.generated=1"])
     evaluate(cfg)

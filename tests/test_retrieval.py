@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
-from toy_spaces import BandEnergy, toy_registry  # noqa: F401  (fixture)
 
-from b2m.errors import B2MError
-from b2m.generation.retrieval import RetrievalIndex, build_index, retrieve_predictions
-from b2m.targets import build_space
+from b2m.core.errors import B2MError
+from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
+from b2m.core.runs import read_predictions, write_predictions
+from b2m.targets.windowed import WindowedSpace
+from helpers.spaces import BandEnergy
 
 
 def _write_db(root, n=6, seconds=2.0, rate=1000, seed=0):
@@ -168,12 +169,12 @@ def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
     # they must not retrieve themselves.
     pred = np.stack([_reference_embedding(space, paths[i]) for i in (0, 3)])[:, None, :]
     clip_ids = np.array(["blues.00000_1.50", "jazz.00003_0.00"])
-    pred_file = tmp_path / "train" / "predictions" / "sub-001.npz"
-    pred_file.parent.mkdir(parents=True)
-    np.savez(pred_file, pred=pred.astype(np.float32), true=pred.astype(np.float32), clip_ids=clip_ids)
+    predictions = read_predictions(write_predictions(tmp_path / "train", "sub-001", pred, pred, list(clip_ids),
+                                                     pred[0]))
+    stimuli = ["blues.00000", "jazz.00003"]
 
     out = tmp_path / "retrieved"
-    manifest = retrieve_predictions(pred_file, index, 2, out, link=link)
+    manifest = retrieve_predictions(predictions, index, 2, out, stimuli, link=link)
     assert json.loads((out / "retrieval_sub-001.json").read_text()) == manifest
     _, _, ref_paths = index.query(pred, 3)
     for q, clip_id in enumerate(clip_ids):
@@ -189,27 +190,25 @@ def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
             if link == "symlink":
                 assert not os.path.isabs(os.readlink(dest))
     # Run again: links and copies are replaced, not an error.
-    assert retrieve_predictions(pred_file, index, 2, out, link=link) == manifest
+    assert retrieve_predictions(predictions, index, 2, out, stimuli, link=link) == manifest
 
-    kept = retrieve_predictions(pred_file, index, 1, tmp_path / "with_self", exclude_stimulus=False)
+    kept = retrieve_predictions(predictions, index, 1, tmp_path / "with_self", exclude=None)
     assert kept["clips"]["blues.00000_1.50"][0]["path"] == str(paths[0].resolve())
 
 
-def test_retrieve_predictions_errors(tmp_path):
+def test_retrieve_rejects_a_bad_link_mode(tmp_path):
     index = RetrievalIndex(np.eye(2, dtype=np.float32), ["a.wav", "b.wav"], device="cpu")
-    with pytest.raises(B2MError, match="predictions file not found"):
-        retrieve_predictions(tmp_path / "sub-001.npz", index, 1, tmp_path)
-    np.savez(tmp_path / "sub-001.npz", pred=np.zeros((1, 1, 2), np.float32))
-    with pytest.raises(B2MError, match=r"sub-001.npz: needs arrays 'pred' and 'clip_ids'"):
-        retrieve_predictions(tmp_path / "sub-001.npz", index, 1, tmp_path)
+    pred = np.zeros((1, 1, 2), np.float32)
+    predictions = read_predictions(write_predictions(tmp_path, "sub-001", pred, pred, ["blues.00000_0.00"], pred[0]))
+    with pytest.raises(B2MError, match="'hardlink' is not 'symlink' or 'copy'"):
+        retrieve_predictions(predictions, index, 1, tmp_path, link="hardlink")
 
 
-@pytest.mark.usefixtures("toy_registry")
 def test_a_file_the_space_rejects_is_skipped_not_its_chunk(tmp_path):
     audio = tmp_path / "audio"
     _write_db(audio, n=3, seconds=2.0)
     _write_db(audio / "short", n=1, seconds=0.5, seed=9)
-    space = build_space("windowed", inner="test_band_energy", window_s=1.0, stride_s=0.5, clip_s=2.0)
+    space = WindowedSpace(BandEnergy(), window_s=1.0, stride_s=0.5, clip_s=2.0)
     summary = build_index(audio, tmp_path / "index", space, chunk_size=10)
     assert summary["files"] == 3
     assert [e["path"] for e in summary["errors"]] == ["short/blues/blues.00000.wav"]

@@ -8,8 +8,8 @@ import torch
 from sklearn.metrics import r2_score as sklearn_r2
 from sklearn.model_selection import KFold
 
-from b2m.decoders import ridge as ridge_module
-from b2m.decoders.ridge import RidgeCV, kfold_splits
+from b2m.core import ridge as ridge_module
+from b2m.core.ridge import RidgeCV, kfold_splits
 
 himalaya_ridge = pytest.importorskip("himalaya.ridge")
 himalaya_kernel_ridge = pytest.importorskip("himalaya.kernel_ridge")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from b2m.data.clips import Clip
-from b2m.targets import build_space, embed_clips
+from b2m.core.clips import Clip
+from b2m.targets import embed_clips
 from b2m.targets.acoustic import MOD_BANDS_HZ
+from helpers.spaces import packaged_space
 
 
 def tone(freq, rate=16000, seconds=3.0, am_hz=0.0):
@@ -18,7 +19,7 @@ def tone(freq, rate=16000, seconds=3.0, am_hz=0.0):
 
 
 def test_acoustic_shape_determinism_and_tonotopy():
-    space = build_space("acoustic", n_mels=32, n_groups=8)
+    space = packaged_space("acoustic", n_mels=32, n_groups=8)
     emb = space.embed_batch([tone(200), tone(3000), tone(200)])
     assert emb.shape == (3, *space.shape) == (3, 1, 64 + 8 * len(MOD_BANDS_HZ))
     np.testing.assert_array_equal(emb[0], emb[2])
@@ -27,7 +28,7 @@ def test_acoustic_shape_determinism_and_tonotopy():
 
 
 def test_acoustic_modulation_features_see_amplitude_modulation():
-    space = build_space("acoustic")
+    space = packaged_space("acoustic")
     steady, modulated = space.embed_batch([tone(500), tone(500, am_hz=4.0)])[:, 0, 64:]
     band = [i for i, (lo, hi) in enumerate(MOD_BANDS_HZ) if lo <= 4.0 < hi][0]
     per_band = (modulated - steady).reshape(8, len(MOD_BANDS_HZ))
@@ -35,7 +36,7 @@ def test_acoustic_modulation_features_see_amplitude_modulation():
 
 
 def test_cache_hits_skip_loading_and_embedding(tmp_path):
-    space = build_space("acoustic")
+    space = packaged_space("acoustic")
     clips = [Clip("blues", i, 0.0, 3.0) for i in range(3)]
     loads = []
 
@@ -48,5 +49,5 @@ def test_cache_hits_skip_loading_and_embedding(tmp_path):
     second = embed_clips(space, clips + [Clip("rock", 9, 0.0, 3.0)], load, tmp_path)
     assert len(loads) == 4  # only the new clip
     np.testing.assert_array_equal(first, second[:3])
-    other = build_space("acoustic", n_mels=16, n_groups=4)
+    other = packaged_space("acoustic", n_mels=16, n_groups=4)
     assert other.cache_key() != space.cache_key()

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from b2m.data.clips import Clip
-from b2m.errors import B2MError
+from b2m.core.clips import Clip
+from b2m.core.errors import B2MError
 from b2m.targets import embed_clips
 from b2m.targets.text import CaptionSpace, MusicgenTextSpace, pool_slots
+from helpers.spaces import packaged_space
 
 CAPTIONS = [
     "An upbeat disco track with funky bass and four-on-the-floor drums.",
@@ -16,7 +17,7 @@ CAPTIONS = [
 
 @pytest.fixture(scope="module")
 def caption_space() -> CaptionSpace:
-    return CaptionSpace()
+    return packaged_space("caption")
 
 
 def test_caption_space_matches_sentence_transformers(caption_space):
@@ -41,16 +42,16 @@ def _masked_mean_reference(space: MusicgenTextSpace, text: str) -> np.ndarray:
 
 
 def test_musicgen_text_tiny_shapes_determinism_and_pooling():
-    space = MusicgenTextSpace(d_model=48, num_heads=4)
+    space = packaged_space("musicgen_text", d_model=48, num_heads=4)
     assert space.shape == (1, 48)
     emb = space.embed_batch(CAPTIONS)
     assert emb.shape == (3, 1, 48) and emb.dtype == np.float32
-    np.testing.assert_array_equal(emb, MusicgenTextSpace(d_model=48, num_heads=4).embed_batch(CAPTIONS))
-    assert not np.allclose(emb, MusicgenTextSpace(d_model=48, num_heads=4, seed=1).embed_batch(CAPTIONS))
+    np.testing.assert_array_equal(emb, packaged_space("musicgen_text", d_model=48, num_heads=4).embed_batch(CAPTIONS))
+    assert not np.allclose(emb, packaged_space("musicgen_text", d_model=48, num_heads=4, seed=1).embed_batch(CAPTIONS))
     for i, text in enumerate(CAPTIONS):
         np.testing.assert_allclose(emb[i, 0], _masked_mean_reference(space, text).mean(0), atol=1e-5)
 
-    slots = MusicgenTextSpace(d_model=48, num_heads=4, slots=3)
+    slots = packaged_space("musicgen_text", d_model=48, num_heads=4, slots=3)
     assert slots.shape == (3, 48)
     emb3 = slots.embed_batch(CAPTIONS)
     for i, text in enumerate(CAPTIONS):
@@ -62,7 +63,7 @@ def test_musicgen_text_tiny_shapes_determinism_and_pooling():
 
 
 def test_default_width_is_32():
-    assert MusicgenTextSpace().shape == (1, 32)
+    assert packaged_space("musicgen_text").shape == (1, 32)
 
 
 def test_pool_slots_more_slots_than_tokens():
@@ -87,11 +88,11 @@ def _tiny_musicgen(t5_config):
 
 
 def test_musicgen_text_loads_a_musicgen_checkpoint_and_a_t5_folder(tmp_path):
-    tiny = MusicgenTextSpace()
+    tiny = packaged_space("musicgen_text")
     model = _tiny_musicgen(tiny.encoder.config)
     model.save_pretrained(tmp_path / "musicgen")
     tiny.tokenizer.save_pretrained(tmp_path / "musicgen")
-    space = MusicgenTextSpace(weights=str(tmp_path / "musicgen"), slots=2)
+    space = packaged_space("musicgen_text", weights=str(tmp_path / "musicgen"), slots=2)
     batch = tiny.tokenizer(CAPTIONS, padding=True, return_tensors="pt")
     with torch.no_grad():
         ref = model.text_encoder(**batch).last_hidden_state
@@ -100,21 +101,21 @@ def test_musicgen_text_loads_a_musicgen_checkpoint_and_a_t5_folder(tmp_path):
 
     model.text_encoder.save_pretrained(tmp_path / "t5")
     tiny.tokenizer.save_pretrained(tmp_path / "t5")
-    space = MusicgenTextSpace(weights=str(tmp_path / "t5"), slots=2)
+    space = packaged_space("musicgen_text", weights=str(tmp_path / "t5"), slots=2)
     np.testing.assert_allclose(space.embed_batch(CAPTIONS), ref, atol=1e-5)
 
 
 def test_musicgen_text_errors(tmp_path):
     with pytest.raises(B2MError, match="no config.json"):
-        MusicgenTextSpace(weights=str(tmp_path))
+        packaged_space("musicgen_text", weights=str(tmp_path))
     with pytest.raises(B2MError, match="slots"):
-        MusicgenTextSpace(slots=0)
+        packaged_space("musicgen_text", slots=0)
     with pytest.raises(B2MError, match="divisible"):
-        MusicgenTextSpace(d_model=30, num_heads=4)
+        packaged_space("musicgen_text", d_model=30, num_heads=4)
 
 
 def test_cache_hits_skip_embedding(tmp_path, monkeypatch):
-    space = MusicgenTextSpace(slots=2)
+    space = packaged_space("musicgen_text", slots=2)
     clips = [Clip("blues", i, 1.0, 16.0) for i in range(5)]
     captions = {c: f"caption number {c.track}" for c in clips}
     calls, loads = [], []
@@ -132,5 +133,5 @@ def test_cache_hits_skip_embedding(tmp_path, monkeypatch):
     assert calls == [2] and loads == clips[3:]  # only the two new clips are embedded
     np.testing.assert_array_equal(both[:3], first)
     np.testing.assert_allclose(both, real([captions[c] for c in clips]), atol=1e-6)
-    embed_clips(MusicgenTextSpace(slots=1), clips, load, tmp_path)  # another config: another cache folder
+    embed_clips(packaged_space("musicgen_text", slots=1), clips, load, tmp_path)  # another config: another cache folder
     assert len(list(tmp_path.iterdir())) == 2

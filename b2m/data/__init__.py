@@ -1,1 +1,1 @@
-"""The data layer: BIDS (ds003720 layout) reading, preprocessing, samples and the demo dataset."""
+"""The data layer: BIDS (ds003720 layout) reading, lazy NIfTI, preprocessing, samples, stimuli and captions."""

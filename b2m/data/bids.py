@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from b2m.data.clips import GENRES, Clip
-from b2m.errors import B2MError
+from b2m.core.clips import GENRES, Clip
+from b2m.core.errors import B2MError
 
 TASKS = ("Training", "Test")
 EVENT_COLUMNS = ("onset", "duration", "genre", "track", "start", "end")

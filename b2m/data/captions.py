@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from b2m.errors import B2MError
+from b2m.core.errors import B2MError
 
 COLUMNS = ("genre", "track", "caption")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from b2m.errors import B2MError
+from b2m.core.errors import B2MError
 
 BLOCK_VOLUMES = 32
 

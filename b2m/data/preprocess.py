@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from b2m.data.bids import Run
 from b2m.data.nifti import load_mask, mean_volume, open_run, read_masked
-from b2m.errors import B2MError
-from b2m.io import save_npy, write_json
+from b2m.core.errors import B2MError
+from b2m.core.io import save_npy, write_json
 
 CACHE_VERSION = 1
 

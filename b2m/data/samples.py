@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from b2m.data.bids import Presentation, Run
-from b2m.data.clips import Clip
-from b2m.errors import B2MError
+from b2m.core.clips import Clip
+from b2m.core.errors import B2MError
 
 
 @dataclass

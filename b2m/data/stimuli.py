@@ -14,8 +14,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from b2m.data.clips import Clip
-from b2m.errors import B2MError
+from b2m.core.clips import Clip
+from b2m.core.errors import B2MError
 
 TARGET_RMS = 0.1
 
@@ -55,6 +55,18 @@ def read_mono(path: Path) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError) as err:
         raise B2MError(f"{path}: unreadable audio ({err})") from None
     return wave.mean(axis=1), rate
+
+
+def load_audio_file(path: Path, sample_rate: int) -> np.ndarray:
+    """A whole audio file (a database entry, a reconstruction) as mono float32 `[samples]` at `sample_rate` Hz.
+
+    The whole file is prepared like a stimulus clip (fades, RMS normalisation) so
+    that stimuli and database files reach the space with the same processing.
+    """
+    wave, rate = read_mono(path)
+    if len(wave) == 0:
+        raise B2MError(f"{path}: no audio samples")
+    return resample(excerpt(wave, rate, 0.0, len(wave) / rate), rate, sample_rate)
 
 
 class StimulusSet:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from b2m.decoders.losses import combined_loss
-from b2m.evaluation.metrics import DecodingMetric
+from b2m.core.metrics import DecodingMetric
 
-EVAL_STAGES = ("val", "test")
 METRIC_NAMES = ("id_acc", "top1")
 
 
@@ -38,6 +38,14 @@ class Decoder(pl.LightningModule):
     def forward(self, x: torch.Tensor, subject: int) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @torch.no_grad()
+    def predict_windows(self, x: np.ndarray, subject: int, batch_size: int = 64) -> np.ndarray:
+        """Outputs for windows `x` `[N, W, V]` of one subject: float32 `[N, L, D]`, in eval mode."""
+        self.eval()
+        out = [self(torch.from_numpy(np.asarray(x[lo:lo + batch_size])), subject)
+               for lo in range(0, len(x), batch_size)]
+        return torch.cat(out).float().numpy()
+
 
 class TrainedDecoder(Decoder):
     """A decoder trained by gradient descent on standardised targets.
@@ -47,25 +55,22 @@ class TrainedDecoder(Decoder):
     """
 
     def __init__(self, n_voxels: list[int], n_window: int, target_shape: tuple[int, int], lr: float,
-                 weight_decay: float, warmup_epochs: int, max_epochs: int, loss: dict | None,
+                 weight_decay: float, warmup_epochs: int, max_epochs: int, loss: dict,
                  input_dropout: float) -> None:
         super().__init__(n_voxels, n_window, target_shape)
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_epochs, self.max_epochs = warmup_epochs, max_epochs
-        self.loss_weights = dict(loss or {"mse": 1.0, "cosine": 0.0, "contrastive": 0.0, "temperature": 0.1})
+        self.loss_weights = dict(loss)
         self.input_dropout = torch.nn.Dropout(input_dropout)
         n_out = self.target_shape[0] * self.target_shape[1]
         self.register_buffer("target_mean", torch.zeros(n_out))
         self.register_buffer("target_std", torch.ones(n_out))
         # Identification compares clips of one subject with each other: one metric set per
-        # subject and stage, averaged over subjects at the end of the epoch.
-        self.metrics = torch.nn.ModuleDict({
-            stage: torch.nn.ModuleList([
-                torch.nn.ModuleDict({name: DecodingMetric(name) for name in METRIC_NAMES})
-                for _ in self.n_voxels
-            ])
-            for stage in EVAL_STAGES
-        })
+        # subject, averaged over subjects at the end of the validation epoch. (Test metrics are
+        # computed by the train job on whole splits, not in a Lightning test loop.)
+        self.val_metrics = torch.nn.ModuleList([
+            torch.nn.ModuleDict({name: DecodingMetric(name) for name in METRIC_NAMES}) for _ in self.n_voxels
+        ])
 
     def set_target_stats(self, y: torch.Tensor) -> None:
         """Standardise targets with the training split's mean and std, `y` `[N, L, D]`."""
@@ -87,38 +92,29 @@ class TrainedDecoder(Decoder):
         terms = combined_loss(z, target, **self.loss_weights)
         batch_size = len(z)
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=batch_size,
-                      on_step=False, on_epoch=True, prog_bar=stage != "test")
-        if stage in self.metrics:
-            for metric in self.metrics[stage][subject].values():
+                      on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "val":
+            for metric in self.val_metrics[subject].values():
                 metric.update(z.detach(), target)
         return terms["loss"]
 
-    def _log_epoch_metrics(self, stage: str) -> None:
+    def on_validation_epoch_end(self) -> None:
         for name in METRIC_NAMES:
             values = []
-            for per_subject in self.metrics[stage]:
+            for per_subject in self.val_metrics:
                 metric = per_subject[name]
                 if metric.preds:  # a subject with fewer than 2 clips in this stage has no score
                     values.append(metric.compute() if len(torch.cat(metric.preds)) > 1 else None)
                 metric.reset()
             values = [v for v in values if v is not None]
             if values:
-                self.log(f"{stage}/{name}", torch.stack(values).mean(), prog_bar=name == "id_acc")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
+                self.log(f"val/{name}", torch.stack(values).mean(), prog_bar=name == "id_acc")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

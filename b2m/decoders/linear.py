@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from b2m.decoders.base import Decoder
-from b2m.decoders.ridge import RidgeCV
+from b2m.core.ridge import RidgeCV
 
 
 class RidgeDecoder(Decoder):
@@ -21,7 +21,7 @@ class RidgeDecoder(Decoder):
     closed_form = True
 
     def __init__(self, n_voxels: list[int], n_window: int, target_shape: tuple[int, int],
-                 alphas: Sequence[float], n_folds: int = 5, dtype: str = "float32", device: str = "cpu") -> None:
+                 alphas: Sequence[float], n_folds: int, dtype: str, device: str) -> None:
         super().__init__(n_voxels, n_window, target_shape)
         self.save_hyperparameters()
         n_out = self.target_shape[0] * self.target_shape[1]

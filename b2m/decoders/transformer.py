@@ -15,10 +15,9 @@ from b2m.decoders.base import TrainedDecoder
 
 
 class TransformerDecoder(TrainedDecoder):
-    def __init__(self, n_voxels: list[int], n_window: int, target_shape: tuple[int, int], width: int = 256,
-                 depth: int = 2, heads: int = 4, dropout: float = 0.2, input_dropout: float = 0.2,
-                 lr: float = 3e-4, weight_decay: float = 0.05, warmup_epochs: int = 2, max_epochs: int = 50,
-                 loss: dict | None = None) -> None:
+    def __init__(self, n_voxels: list[int], n_window: int, target_shape: tuple[int, int], width: int,
+                 depth: int, heads: int, dropout: float, input_dropout: float, lr: float, weight_decay: float,
+                 warmup_epochs: int, max_epochs: int, loss: dict) -> None:
         super().__init__(n_voxels, n_window, target_shape, lr, weight_decay, warmup_epochs, max_epochs, loss,
                          input_dropout)
         self.save_hyperparameters()

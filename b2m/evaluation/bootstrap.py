@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from b2m.evaluation.metrics import METRICS, correlation_matrix
+from b2m.core.metrics import METRICS, correlation_matrix
 
 
 def resample_counts(n_clips: int, n_boot: int, seed: int) -> np.ndarray:

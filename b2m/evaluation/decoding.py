@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
-from b2m.evaluation.metrics import METRICS, decoding_metrics
+from b2m.core.metrics import METRICS, aggregate_subjects, baseline_predictions, decoding_metrics
+from b2m.core.runs import Run
 
 
 @dataclass
@@ -36,9 +37,9 @@ def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, le
     position = {c: i for i, c in enumerate(universe)}
     counts = resample_counts(len(universe), n_boot, seed)  # [B, U]
 
-    out: dict[str, float] = {}
+    points: dict[str, dict[str, float]] = {}
+    intervals: dict[str, float] = {}
     boots: dict[str, list[np.ndarray]] = {}
-    points: dict[str, list[float]] = {}
     for subject, per_subject in sets.items():
         for prefix, scored in per_subject.items():
             sub_counts = counts[:, [position[c] for c in scored.clip_ids]]
@@ -46,15 +47,13 @@ def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, le
             boot = _mean_dicts([bootstrap_metrics(d, scored.true, sub_counts) for d in scored.draws])
             for name in METRICS:
                 key = f"{prefix}/{name}"
-                out[f"{subject}/{key}"] = float(point[name])
+                points.setdefault(subject, {})[key] = float(point[name])
                 low, high = confidence_interval(boot[name], level)
-                out[f"{subject}/{key}_ci_low"], out[f"{subject}/{key}_ci_high"] = low, high
-                points.setdefault(key, []).append(point[name])
+                intervals[f"{subject}/{key}_ci_low"], intervals[f"{subject}/{key}_ci_high"] = low, high
                 boots.setdefault(key, []).append(boot[name])
-    for key, values in points.items():
-        out[key] = float(np.mean(values))
-        out[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = confidence_interval(np.mean(boots[key], axis=0), level)
+    out = aggregate_subjects(points) | intervals
+    for key, per_subject_boots in boots.items():
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = confidence_interval(np.mean(per_subject_boots, axis=0), level)
     return out
 
 
@@ -76,3 +75,14 @@ def proportion_ci(items: list[tuple[np.ndarray, list[str]]], n_boot: int, seed: 
 
 def _mean_dicts(rows: list[dict]) -> dict:
     return {k: np.mean([r[k] for r in rows], axis=0) for k in rows[0]}
+
+
+def decoding_sets(run: Run, seed: int) -> dict[str, dict[str, ScoredSet]]:
+    """`test` and the two baselines of every subject as scored sets."""
+    sets: dict[str, dict[str, ScoredSet]] = {}
+    for subject, p in run.subjects.items():
+        base = baseline_predictions(p.pred, p.train_mean, seed)
+        sets[subject] = {"test": ScoredSet(p.pred[None], p.true, p.clip_ids)}
+        for name, pred in base.items():
+            sets[subject][f"baseline/{name}"] = ScoredSet(pred[None], p.true, p.clip_ids)
+    return sets

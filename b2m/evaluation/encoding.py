@@ -5,7 +5,7 @@ For each subject and embedding space:
 1. Stimulus time course `[T, F]` per run: each TR (acquired at `t * TR` s) carries the
    flattened embedding of the clip playing then (z-scored over the training clips; zeros
    when nothing plays), and FIR copies delayed by `delays_tr` TRs are concatenated.
-2. Ridge (`b2m.decoders.ridge.RidgeCV`, one alpha per voxel by contiguous K-fold CV) from
+2. Ridge (`b2m.core.ridge.RidgeCV`, one alpha per voxel by contiguous K-fold CV) from
    that to every voxel's preprocessed BOLD of the Training runs.
 3. Test: the model predicts the Test runs' time courses; both prediction and BOLD are cut
    into per-presentation windows (the TRs `onset / TR + d`, d in the data's `delays_tr`,
@@ -30,21 +30,22 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from b2m.config import CONFIG_DIR
+from b2m.core.clips import Clip
+from b2m.core.errors import B2MError
+from b2m.core.io import atomic_path, write_text
+from b2m.core.metrics import aggregate_subjects
+from b2m.core.ridge import RidgeCV
 from b2m.data.bids import Presentation, subject_label
-from b2m.data.clips import Clip
-from b2m.data.datamodule import PreprocessedSubject, clip_targets, data_paths, load_preprocessed
 from b2m.data.samples import build_samples
-from b2m.decoders.ridge import RidgeCV
-from b2m.errors import B2MError
+from b2m.data.subjects import PreprocessedSubject, data_paths, load_preprocessed
 from b2m.evaluation import plots
 from b2m.evaluation.stats import correlation_ceiling, explainable_variance, fdr_bh, pearson_columns, zscore_columns
-from b2m.io import atomic_path, write_text
-from b2m.targets import EmbeddingSpace, build_space
+from b2m.targets import EmbeddingSpace, space_by_name
+from b2m.targets.dataset import clip_targets
 
-# The demo dataset's ground truth (b2m/data/demo/build.py, write_truth): per cortex voxel, its tuning
+# The demo dataset's ground truth (b2m/demo/build.py, write_truth): per cortex voxel, its tuning
 # class and its [X, Y, Z] index; voxels are matched by index, since preprocessing may drop some.
 TRUTH_FILE = "derivatives/demo/{subject}/{subject}_desc-truth.npz"
 TRUTH_CLASS_KEY, TRUTH_IJK_KEY = "tuning_class", "ijk"
@@ -149,14 +150,6 @@ def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarr
     return volume
 
 
-def encoding_space(name: str) -> EmbeddingSpace:
-    path = CONFIG_DIR / "target" / f"{name}.yaml"
-    if not path.is_file():
-        raise B2MError(f"encoding.spaces: no target config {path} for space {name!r}")
-    params = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    return build_space(params.pop("name"), **params)
-
-
 # ----------------------------------------------------------------- the analysis
 def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, seed: int) -> dict:
     """Fit and test the encoding models of every subject and space; write maps and tables.
@@ -170,7 +163,7 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
     names = list(ecfg.spaces)
     if not names:
         raise B2MError("encoding.spaces: empty list")
-    spaces = {name: encoding_space(name) for name in names}
+    spaces = {name: space_by_name(name, "encoding.spaces") for name in names}
     delays = [int(d) for d in ecfg.delays_tr]
     if not delays or min(delays) < 0:
         raise B2MError(f"encoding.delays_tr: expected TRs >= 0, got {delays}")
@@ -223,12 +216,7 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
         per_subject[subject] = rows
         lines += _subject_table(subject, rows, spaces, regions, source)
 
-    out: dict = {}
-    for subject, rows in per_subject.items():
-        out.update({f"encoding/{subject}/{k}": v for k, v in rows.items()})
-    for key in per_subject[next(iter(per_subject))]:
-        values = [rows[key] for rows in per_subject.values() if rows.get(key) is not None]
-        out[f"encoding/{key}"] = float(np.mean(values)) if values else None
+    out = aggregate_subjects(per_subject, prefix="encoding/", sd=False)
     write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
     return out
 

@@ -1,7 +1,7 @@
 """Leave-one-genre-out decoding: does the decoder generalise to a genre it never saw?
 
 For each genre g, a ridge decoder (the run's own when it is a ridge run; otherwise the
-`configs/decoder/ridge.yaml` defaults, noted as `logo/decoder` in the output) is refit
+`b2m/conf/decoder/ridge.yaml` defaults, noted as `logo/decoder` in the output) is refit
 on the training windows of every other genre and tested on g's test clips:
 `within` is the identification accuracy among g's test clips only (chance 0.5; needs
 two of them), `all` identifies each of g's clips among all test clips.
@@ -14,10 +14,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from b2m.data.clips import GENRES
-from b2m.data.datamodule import SubjectSplits
-from b2m.decoders.ridge import RidgeCV
-from b2m.evaluation.metrics import correlation_matrix
+from omegaconf import DictConfig
+
+from b2m.core.clips import GENRES
+from b2m.core.config import group_config
+from b2m.core.metrics import aggregate_subjects, correlation_matrix
+from b2m.core.ridge import RidgeCV
+from b2m.core.runs import Run
+from b2m.data.subjects import SubjectSplits, load_subject
+from b2m.targets import build_space
+from b2m.targets.dataset import clip_targets
 
 
 def identification_against(pred, true, target: Sequence[int]) -> float:
@@ -50,3 +56,27 @@ def leave_one_genre_out(splits: SubjectSplits, alphas: Sequence[float], n_folds:
         rows[f"{genre}/within"] = (identification_against(pred, test.y[held], np.arange(len(held)))
                                    if len(held) > 1 else None)
     return rows
+
+
+def logo_section(run: Run) -> tuple[dict, str]:
+    """`logo/<genre>/{within,all}` per subject and mean; the ridge refit uses the run's ridge settings
+    when the run is a ridge run, else `b2m/conf/decoder/ridge.yaml` (said in the returned note)."""
+    ridge_cfg = group_config("decoder", "ridge")
+    decoder: DictConfig = run.cfg.get("decoder", {})
+    if decoder.get("_target_") == ridge_cfg._target_:
+        ridge, note = decoder, "leave-one-genre-out: the run's ridge decoder refit without each genre"
+    else:
+        name = str(decoder.get("_target_", "unknown")).rsplit(".", 1)[-1]
+        ridge = ridge_cfg
+        note = (f"leave-one-genre-out: the run's decoder is {name!r}, not ridge; a ridge decoder "
+                f"(b2m/conf/decoder/ridge.yaml) was refit instead, not the run's decoder")
+    space = build_space(run.cfg.target)
+    per_subject = {}
+    for subject in run.subjects:
+        splits = load_subject(run.cfg.data, subject, lambda clips: clip_targets(run.cfg.data, space, clips),
+                              int(run.cfg.get("seed", 0)))
+        rows = leave_one_genre_out(splits, list(ridge.alphas), int(ridge.n_folds))
+        per_subject[subject] = {f"logo/{k}": v for k, v in rows.items()}
+    out = aggregate_subjects(per_subject)
+    out["logo/decoder"] = note
+    return out, note

@@ -10,8 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from b2m.data.clips import GENRES  # noqa: E402
-from b2m.io import atomic_path  # noqa: E402
+from b2m.core.clips import GENRES  # noqa: E402
+from b2m.core.io import atomic_path  # noqa: E402
+from b2m.evaluation.summary import CHANCE, decoding_prefixes, genre_sets  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -94,3 +95,34 @@ def plot_slices(volume: np.ndarray, path: Path, title: str, n_slices: int = 12, 
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def confusion_file(genre_set: str) -> str:
+    """The confusion matrix PNG of a genre-scored set (`pred`, `retrieval/acoustic`, ...)."""
+    return f"confusion_{genre_set.replace('/', '_')}.png"
+
+
+def write_figures(metrics: dict, out_dir: Path) -> list[str]:
+    """The PNGs of an evaluation's tables; returns their file names (relative to `out_dir`)."""
+    names = []
+    rows = [(p, metrics[f"{p}/id_acc"], metrics[f"{p}/id_acc_ci_low"], metrics[f"{p}/id_acc_ci_high"])
+            for p in decoding_prefixes(metrics)]
+    plot_bars(rows, out_dir / "identification.png", "identification accuracy (mean over subjects, "
+              f"{metrics['ci_level']:.0%} bootstrap CI)", "identification accuracy", CHANCE["id_acc"])
+    names.append("identification.png")
+    sets = genre_sets(metrics)
+    if sets:
+        rows = [(s, metrics[f"genre/{s}/acc"], metrics[f"genre/{s}/acc_ci_low"], metrics[f"genre/{s}/acc_ci_high"])
+                for s in sets]
+        plot_bars(rows, out_dir / "genre_accuracy.png", "genre classification of decoded embeddings",
+                  "accuracy", CHANCE["genre"])
+        series = {s: {g: metrics.get(f"genre/{s}/acc/{g}") for g in GENRES} for s in sets}
+        plot_per_genre(series, out_dir / "genre_per_genre.png", "genre accuracy per genre", "accuracy",
+                       CHANCE["genre"])
+        names += ["genre_accuracy.png", "genre_per_genre.png"]
+        names += [confusion_file(s) for s in sets]
+    if any(k.startswith("logo/") for k in metrics):
+        series = {f"held-out genre, {w}": {g: metrics.get(f"logo/{g}/{w}") for g in GENRES} for w in ("within", "all")}
+        plot_per_genre(series, out_dir / "logo.png", "leave-one-genre-out identification", "id_acc", CHANCE["id_acc"])
+        names.append("logo.png")
+    return names

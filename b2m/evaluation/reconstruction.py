@@ -1,80 +1,29 @@
-"""Reconstructed audio (retrieved or generated) of each test clip, and its embeddings.
+"""Reconstructed audio (retrieved or generated) of each test clip, embedded and scored.
 
-Inputs read (nothing else is relied on):
-
-- retrieval (`b2m.generation.retrieval.retrieve_predictions`): `<dir>/retrieval_<subject>.json`
-  with `clips: {clip_id: [{rank, file}]}`, `file` relative to `<dir>`.
-- generation (`b2m.generation.run`): `<dir>/manifest.jsonl`, one JSON record per wav with
-  `subject`, `clip_id`, `path` (relative to `<dir>`) and, for ordering, `k` (sample index).
-
-A reconstruction set maps subject -> clip id -> audio files (best rank / sample 0 first).
+The manifests are read by the modules that write them (`b2m.reconstruction.retrieval`,
+`b2m.reconstruction.musicgen.batch`): a reconstruction set maps subject -> clip id ->
+audio files (best rank / sample 0 first). Here they are checked against the run's
+predictions and embedded in audio spaces, to be identified against the stimuli.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
-from b2m.errors import B2MError
-from b2m.generation.retrieval import load_database_audio
-from b2m.targets import EmbeddingSpace
-
-Reconstructions = dict[str, dict[str, list[Path]]]
-
-
-def read_retrieval(folder: str | Path, subjects: list[str]) -> Reconstructions:
-    """Retrieved files per subject and clip, by rank; every listed file must exist."""
-    folder = Path(folder)
-    out: Reconstructions = {}
-    for subject in subjects:
-        manifest = folder / f"retrieval_{subject}.json"
-        if not manifest.is_file():
-            continue
-        try:
-            clips = json.loads(manifest.read_text())["clips"]
-            out[subject] = {clip_id: [folder / e["file"] for e in sorted(entries, key=lambda e: e["rank"])]
-                            for clip_id, entries in clips.items()}
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise B2MError(f"{manifest}: not a retrieval manifest ({type(err).__name__}: {err})") from None
-        _check_exist(manifest, out[subject])
-    if not out:
-        raise B2MError(f"{folder}: no retrieval_<subject>.json for subjects {', '.join(subjects)}")
-    return out
-
-
-def read_generated(folder: str | Path) -> Reconstructions:
-    """Generated wavs per subject and clip, by sample index `k`; every listed wav must exist."""
-    folder = Path(folder)
-    manifest = folder / "manifest.jsonl"
-    if not manifest.is_file():
-        raise B2MError(f"{manifest}: generation manifest not found (run generate.py first)")
-    records = []
-    for line_no, line in enumerate(manifest.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            records.append((str(rec["subject"]), str(rec["clip_id"]), int(rec.get("k", 0)), folder / rec["path"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise B2MError(f"{manifest}: line {line_no}: not a generation record ({type(err).__name__}: {err})") \
-                from None
-    if not records:
-        raise B2MError(f"{manifest}: no records")
-    out: Reconstructions = {}
-    for subject, clip_id, _, path in sorted(records):
-        out.setdefault(subject, {}).setdefault(clip_id, []).append(path)
-    for per_clip in out.values():
-        _check_exist(manifest, per_clip)
-    return out
-
-
-def _check_exist(manifest: Path, per_clip: dict[str, list[Path]]) -> None:
-    for clip_id, files in per_clip.items():
-        for path in files:
-            if not path.is_file():
-                raise B2MError(f"{manifest}: {path} (clip {clip_id}) not found")
+from b2m.core.config import group_config
+from b2m.core.errors import B2MError
+from b2m.core.metrics import derange
+from b2m.core.runs import Run
+from b2m.data.stimuli import load_audio_file
+from b2m.evaluation.decoding import ScoredSet
+from b2m.reconstruction import Reconstructions
+from b2m.reconstruction.musicgen.batch import read_generated
+from b2m.reconstruction.retrieval import read_retrieval
+from b2m.targets import EmbeddingSpace, build_space, space_by_name
+from b2m.targets.dataset import clip_targets
 
 
 def embed_files(space: EmbeddingSpace, files: list[Path], batch_size: int = 16) -> np.ndarray:
@@ -87,7 +36,7 @@ def embed_files(space: EmbeddingSpace, files: list[Path], batch_size: int = 16) 
     out = []
     for lo in range(0, len(files), batch_size):
         batch = files[lo:lo + batch_size]
-        emb = space.embed_batch([load_database_audio(path, space.sample_rate) for path in batch])
+        emb = space.embed_batch([load_audio_file(path, space.sample_rate) for path in batch])
         for path, row in zip(batch, emb):
             if not np.isfinite(row).all():
                 raise B2MError(f"{path}: its {space.name} embedding is not finite (audio too short?)")
@@ -102,3 +51,51 @@ def reconstruction_draws(space: EmbeddingSpace, per_clip: dict[str, list[Path]],
     k = min(max_draws, min(len(per_clip[c]) for c in clip_ids))
     files = [per_clip[c][j] for j in range(k) for c in clip_ids]
     return embed_files(space, files).reshape(k, len(clip_ids), *space.shape)
+
+
+def read_reconstructions(cfg: DictConfig, run: Run) -> dict[str, Reconstructions]:
+    """The retrieval and generation outputs named in the evaluate config, checked against the predictions."""
+    recon: dict[str, Reconstructions] = {}
+    if cfg.retrieval:
+        recon["retrieval"] = read_retrieval(cfg.retrieval, sorted(run.subjects))
+    if cfg.generated:
+        recon["generated"] = read_generated(cfg.generated)
+    for kind, per_subject in recon.items():
+        source = cfg.retrieval if kind == "retrieval" else cfg.generated
+        for subject, per_clip in per_subject.items():
+            if subject not in run.subjects:
+                raise B2MError(f"{source}: subject {subject} has no predictions in {run.path / 'predictions'}")
+            unknown = sorted(set(per_clip) - set(run.subjects[subject].clip_ids))
+            if unknown:
+                raise B2MError(f"{source}: clip {unknown[0]} of {subject} is not among its test predictions")
+    return recon
+
+
+def reconstruction_space(name: str, run: Run) -> EmbeddingSpace:
+    """An audio space by config name: the run's own target config if it builds that space's class
+    (with the run's settings), else `b2m/conf/target/<name>.yaml`."""
+    packaged = space_by_name(name, "spaces")
+    same_class = run.cfg.target.get("_target_") == group_config("target", name)._target_
+    space = build_space(run.cfg.target) if same_class else packaged
+    if space.modality != "audio":
+        raise B2MError(f"spaces: {name!r} embeds {space.modality}, reconstructions need an audio space")
+    return space
+
+
+def reconstruction_sets(run: Run, recon: dict[str, Reconstructions], spaces: dict[str, EmbeddingSpace],
+                        max_draws: int, seed: int) -> dict[str, dict[str, ScoredSet]]:
+    """`sets[subject]["<kind>/<space>"]` (and its `.../shuffled` baseline) for every reconstruction kind
+    and audio space."""
+    sets: dict[str, dict[str, ScoredSet]] = {}
+    for kind, per_subject in recon.items():
+        for subject, per_clip in per_subject.items():
+            by_id = {c.clip_id: c for c in run.test_clips(subject)}
+            ids = [c for c in run.subjects[subject].clip_ids if c in per_clip]
+            for name, space in spaces.items():
+                true = np.stack([v for v in clip_targets(run.cfg.data, space, [by_id[c] for c in ids]).values()])
+                emb = reconstruction_draws(space, per_clip, ids, max_draws)
+                shuffled = ScoredSet(np.stack([derange(d, seed) for d in emb]), true, ids)
+                sets.setdefault(subject, {})[f"{kind}/{name}"] = ScoredSet(emb, true, ids)
+                sets[subject][f"{kind}/{name}/shuffled"] = shuffled
+    return sets
+

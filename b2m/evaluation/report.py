@@ -20,14 +20,14 @@ import soundfile as sf
 from omegaconf import DictConfig
 
 from b2m.data.bids import subject_label
-from b2m.data.clips import Clip
-from b2m.data.datamodule import data_paths
+from b2m.core.clips import Clip
 from b2m.data.stimuli import StimulusSet
-from b2m.evaluation.metrics import METRICS
-from b2m.evaluation.reconstruction import Reconstructions
-from b2m.evaluation.run import TrainingRun
+from b2m.data.subjects import data_paths
+from b2m.core.metrics import METRICS
+from b2m.core.runs import Run
+from b2m.reconstruction import Reconstructions
 from b2m.evaluation.summary import decoding_prefixes, fmt, genre_sets, with_ci
-from b2m.io import atomic_path, write_text
+from b2m.core.io import atomic_path, write_text
 
 STIMULUS_RATE = 22050  # GTZAN's rate
 
@@ -75,6 +75,11 @@ def _copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def _class_name(section) -> str:
+    """The class a config section builds (`RidgeDecoder`, `AcousticSpace`), or `?`."""
+    return str((section or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+
+
 def _player(rel: str, label: str) -> str:
     return f'<div>{esc(label)}<audio controls preload="metadata" src="{esc(rel)}"></audio></div>'
 
@@ -103,7 +108,7 @@ def metrics_tables(metrics: dict) -> list[str]:
     return out
 
 
-def write_report(folder: Path, run: TrainingRun, metrics: dict, figures: list[str], recon: dict[str, Reconstructions],
+def write_report(folder: Path, run: Run, metrics: dict, figures: list[str], recon: dict[str, Reconstructions],
                  decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path) -> Path:
     """Write the report folder; returns the path of index.html."""
     folder = Path(folder)
@@ -115,8 +120,8 @@ def write_report(folder: Path, run: TrainingRun, metrics: dict, figures: list[st
     level = f"{metrics.get('ci_level', 0.95):.0%}"
     body = [f"<h1>Listening report: {esc(run.path)}</h1>",
             f"<p id=\"audio-status\">{esc('audio not checked (scripts disabled)')}</p>",
-            f"<p>Subjects: {esc(', '.join(subjects))}. Decoder: {esc(run.cfg.get('decoder', {}).get('name', '?'))}; "
-            f"target space: {esc(run.cfg.target.name)}. Values: mean over subjects "
+            f"<p>Subjects: {esc(', '.join(subjects))}. Decoder: {esc(_class_name(run.cfg.get('decoder')))}; "
+            f"target space: {esc(_class_name(run.cfg.target))}. Values: mean over subjects "
             f"[{esc(level)} bootstrap interval].</p>"]
     body += metrics_tables(metrics)
     for name in figures:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from b2m.data.clips import GENRES
-from b2m.evaluation.metrics import METRICS
-from b2m.io import write_text
+from b2m.core.clips import GENRES
+from b2m.core.io import write_text
+from b2m.core.metrics import METRICS
+
+CHANCE = {"id_acc": 0.5, "genre": 1 / len(GENRES)}
 
 
 def fmt(value) -> str:

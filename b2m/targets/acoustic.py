@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from b2m.targets import register
+from b2m.core.errors import B2MError
 from b2m.targets.base import EmbeddingSpace
 
 MOD_BANDS_HZ = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 32.0))
@@ -38,16 +38,15 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 40.
     return torch.from_numpy(np.clip(np.minimum(rising, falling), 0, None)).float()
 
 
-@register
 class AcousticSpace(EmbeddingSpace):
     name = "acoustic"
     modality = "audio"
     sample_rate = 16000
 
-    def __init__(self, n_mels: int = 32, n_groups: int = 8, **config) -> None:
-        super().__init__(n_mels=n_mels, n_groups=n_groups, **config)
+    def __init__(self, n_mels: int, n_groups: int) -> None:
+        super().__init__(n_mels=n_mels, n_groups=n_groups)
         if n_mels % n_groups:
-            raise ValueError("n_mels must be a multiple of n_groups")
+            raise B2MError(f"acoustic: n_mels ({n_mels}) must be a multiple of n_groups ({n_groups})")
         self.n_mels, self.n_groups = n_mels, n_groups
         self.n_fft, self.hop = 512, 160  # 32 ms frames, 100 frames/s
         self.filters = mel_filterbank(n_mels, self.n_fft, self.sample_rate)

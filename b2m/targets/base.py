@@ -17,8 +17,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from b2m.data.clips import Clip
-from b2m.io import save_npy
+from b2m.core.clips import Clip
+from b2m.core.io import save_npy
 
 
 class EmbeddingSpace(ABC):

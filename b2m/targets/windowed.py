@@ -8,40 +8,37 @@ over a 15 s clip gives L = 4).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from b2m.errors import B2MError
-from b2m.targets import build_space, register
+from b2m.core.errors import B2MError
 from b2m.targets.base import EmbeddingSpace
 
 # Clip lengths rounded to whole samples may miss a few samples of the last window.
 _TOLERANCE_S = 0.01
 
 
-@register
 class WindowedSpace(EmbeddingSpace):
     """An inner audio space on windows of `window_s` seconds every `stride_s` seconds.
 
-    Config: `inner` (the inner space's name), `inner_config` (its config),
-    `window_s`, `stride_s`, `clip_s` (seconds; `clip_s` fixes L, later samples are ignored).
+    Config: `inner` (the inner space's config, built first), `window_s`, `stride_s`,
+    `clip_s` (seconds; `clip_s` fixes L, later samples are ignored). The cache key holds
+    the inner space's name and config.
     """
 
     name = "windowed"
     modality = "audio"
 
-    def __init__(self, inner: str = "acoustic", inner_config: Mapping[str, Any] | None = None,
-                 window_s: float = 10.0, stride_s: float = 1.5, clip_s: float = 15.0) -> None:
-        inner_config = dict(inner_config or {})
-        super().__init__(inner=inner, inner_config=inner_config, window_s=window_s, stride_s=stride_s,
+    def __init__(self, inner: EmbeddingSpace, window_s: float, stride_s: float, clip_s: float) -> None:
+        super().__init__(inner=inner.name, inner_config=inner.config, window_s=window_s, stride_s=stride_s,
                          clip_s=clip_s)
         if not 0 < window_s <= clip_s or stride_s <= 0:
             raise B2MError(f"windowed: need 0 < window_s <= clip_s and stride_s > 0, "
                            f"got window_s={window_s}, stride_s={stride_s}, clip_s={clip_s}")
-        self.inner = build_space(inner, **inner_config)
+        self.inner = inner
         if self.inner.modality != "audio" or self.inner.shape[0] != 1:
-            raise B2MError(f"windowed.inner: {inner!r} must be an audio space with L = 1, "
+            raise B2MError(f"windowed.inner: {inner.name!r} must be an audio space with L = 1, "
                            f"got modality {self.inner.modality!r}, shape {self.inner.shape}")
         self.sample_rate = self.inner.sample_rate
         self.window_s, self.stride_s, self.clip_s = window_s, stride_s, clip_s

@@ -1,0 +1,221 @@
+"""Configs: the YAML in `b2m/conf/`, composed by Hydra, checked before anything runs.
+
+`b2m/conf/<job>.yaml` is a job's root config; its `defaults` pick one file per group
+(`b2m/conf/<group>/<choice>.yaml`, placed under the key `<group>`), and a group file may
+compose another (`target/acoustic_windows.yaml` puts `target/acoustic.yaml` under `inner`).
+The YAML is the only place a default lives: the classes a config names with `_target_`
+take every setting from it (`instantiate`). The configs ship inside the package, so a
+non-editable install finds them.
+
+Overrides are Hydra's (`group=choice`, `key.sub=value`, `+new_key=value`, sweeps
+`key=a,b` under `-m`). `compose` checks them against the composed defaults first: an
+unknown key, an unknown choice or a value of another type than the default's is a
+B2MError naming the key, rather than Hydra's multi-line message or a silently accepted
+string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from b2m.core.errors import B2MError
+
+CONFIG_MODULE = "b2m.conf"
+_MISSING = object()
+_SWEEP_NEEDS_MULTIRUN = "command line: a sweep (key=a,b) needs multirun: add -m"
+
+
+def config_dir() -> Path:
+    """The folder of the configs that ship with the package."""
+    return Path(str(importlib.resources.files(CONFIG_MODULE)))
+
+
+def groups() -> list[str]:
+    """The config groups (`data`, `decoder`, `target`, ...): the sub-folders of the config folder."""
+    return sorted(p.name for p in config_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def choices(group: str) -> list[str]:
+    """The choices of one group: its YAML files' names."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+@contextlib.contextmanager
+def _configs() -> Iterator[None]:
+    """Hydra set up to compose the packaged configs (inside a job, Hydra already is)."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_module(CONFIG_MODULE, version_base=None):
+        yield
+
+
+def compose(job: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config of `job` (`train`, `evaluate`, `generate`, `retrieve`) with `overrides`, checked.
+
+    Sweep overrides (`key=a,b`) are checked value by value and need Hydra's multirun; here
+    every override must have one value.
+    """
+    parsed = parse_overrides(overrides)
+    with _configs():
+        base = _compose(job, [o.input_line for o in parsed if _is_choice(o)])
+        _check(parsed, base)
+        if any(o.is_sweep_override() for o in parsed):
+            raise B2MError(_SWEEP_NEEDS_MULTIRUN)
+        cfg = _compose(job, [o.input_line for o in parsed])
+    for o in parsed:
+        # An int given for a float default stays a float (lr=1 means 1.0).
+        if not _is_choice(o) and not o.is_add() and not o.is_delete() and not o.is_hydra_override():
+            old = OmegaConf.select(base, o.key_or_group)
+            if isinstance(old, float) and isinstance(o.value(), int) and not isinstance(o.value(), bool):
+                OmegaConf.update(cfg, o.key_or_group, float(o.value()))
+    return cfg
+
+
+def check_overrides(job: str, overrides: Sequence[str], multirun: bool = False) -> None:
+    """Check command-line overrides as `compose` does; with `multirun`, sweeps too (each value
+    against the defaults)."""
+    parsed = parse_overrides(overrides)
+    if not multirun and any(o.is_sweep_override() for o in parsed):
+        raise B2MError(_SWEEP_NEEDS_MULTIRUN)
+    with _configs():
+        choice_lines = [o.input_line for o in parsed if _is_choice(o) and not o.is_sweep_override()]
+        for o in parsed:
+            if _is_choice(o) and o.is_sweep_override():
+                for value in o.sweep_string_iterator():
+                    _compose(job, [*choice_lines, f"{o.key_or_group}={value}"])
+        base = _compose(job, choice_lines)
+        _check(parsed, base)
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[Override]:
+    parser = OverridesParser.create()
+    parsed = []
+    for line in overrides:
+        try:
+            parsed += parser.parse_overrides([line])
+        except HydraException as err:
+            reason = str(err).splitlines()[0].strip() if str(err).strip() else "bad syntax"
+            hint = ("expected key=value" if "=" not in line else
+                    f"{reason}; quote a value that holds spaces or special characters: key='...'")
+            raise B2MError(f"command line: cannot parse {line!r} ({hint})") from None
+    return parsed
+
+
+def _is_choice(o: Override) -> bool:
+    """A group choice (`decoder=mlp`) rather than a value (`decoder.lr=1e-3`)."""
+    return o.key_or_group in groups() or o.key_or_group.startswith("hydra/") or o.package is not None
+
+
+def _compose(job: str, lines: list[str]) -> DictConfig:
+    try:
+        return hydra_compose(job, overrides=lines)
+    except HydraException as err:
+        raise B2MError(_hydra_message(job, lines, err)) from None
+    except OmegaConfBaseException as err:
+        raise B2MError(f"config: {str(err).splitlines()[0]}") from None
+
+
+def _hydra_message(job: str, lines: list[str], err: Exception) -> str:
+    text = str(err)
+    for line in lines:
+        group, _, choice = line.partition("=")
+        if group in groups() and f"'{group}/{choice}'" in text:
+            return f"config: unknown choice {group}={choice}; known: {choices(group)}"
+    if job not in [p.stem for p in config_dir().glob("*.yaml")]:
+        return f"config: unknown job {job!r}"
+    return f"config: {text.splitlines()[0]}"
+
+
+def _check(parsed: list[Override], base: DictConfig) -> None:
+    """Every value override names an existing key and keeps its default's type."""
+    for o in parsed:
+        if _is_choice(o) or o.is_add() or o.is_force_add() or o.is_delete() or o.is_hydra_override():
+            continue
+        key = o.key_or_group
+        old = OmegaConf.select(base, key, default=_MISSING)
+        if old is _MISSING:
+            raise B2MError(f"config: unknown key {key!r}")
+        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        for value in values:
+            check_type(key, old, value)
+
+
+def check_type(key: str, old: Any, new: Any) -> None:
+    """A B2MError unless `new` may replace `old` (ints for floats; anything for a null default)."""
+    if old is None or new is None:
+        return
+    if isinstance(new, str) and "${" in new:
+        return  # an interpolation, resolved later
+    if isinstance(old, bool) or isinstance(new, bool):
+        ok = isinstance(old, bool) and isinstance(new, bool)
+    elif isinstance(old, float):
+        ok = isinstance(new, (int, float))
+    elif isinstance(old, int):
+        ok = isinstance(new, int)
+    elif isinstance(old, str):
+        ok = isinstance(new, (str, int, float))
+    elif isinstance(old, (ListConfig, list)):
+        ok = isinstance(new, (ListConfig, list))
+    elif isinstance(old, (DictConfig, dict)):
+        ok = isinstance(new, (DictConfig, dict))
+    else:
+        ok = True
+    if not ok:
+        raise B2MError(f"config: {key} expects {_type_name(old)}, got {new!r}")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, (ListConfig, list)):
+        return "a list"
+    if isinstance(value, (DictConfig, dict)):
+        return "a mapping"
+    return type(value).__name__
+
+
+def group_config(group: str, choice: str) -> DictConfig:
+    """One group file composed on its own (its own defaults included), e.g. `target/acoustic`."""
+    if choice not in choices(group):
+        raise B2MError(f"config: unknown choice {group}={choice}; known: {choices(group)}")
+    with _configs():
+        cfg = _compose(f"{group}/{choice}", [])
+    # A group file composed as a root sits under its group key.
+    return cfg[group] if group in cfg and len(cfg) == 1 else cfg
+
+
+def instantiate(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
+    """The object a config section names with `_target_`, built with its keys and `kwargs`.
+
+    `what` names the section in errors (`target`, `decoder`). Keys a constructor does not
+    take are a B2MError naming the section, as is a section without `_target_`.
+    """
+    if not isinstance(cfg, DictConfig) or "_target_" not in cfg:
+        raise B2MError(f"config: {what} has no _target_ (the class it builds)")
+    try:
+        return hydra_instantiate(cfg, _convert_="all", **kwargs)
+    except HydraException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, B2MError) else None
+        if cause is not None:
+            raise cause from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise B2MError(f"config: {what}: {lines[-1] if lines else err}") from None
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from b2m.core.io import write_text
+
+    write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,0 +1,195 @@
+"""The run folder: what a training run leaves for the jobs after it, written and read here only.
+
+    <run>/config.yaml                 the resolved config (data.*, target.*, decoder.*, seed, ...)
+    <run>/clips.json                  every clip the run used: {"clips": {clip_id: {genre, track, start,
+                                      end}}, "subjects": {subject: {"training": [clip_id, ...]}}}
+    <run>/predictions/<subject>.npz   pred, true float32 [N, L, D]; clip_ids unicode [N]; train_mean [L, D]
+    <run>/metrics.json                the training job's metrics
+
+`clips.json` lets evaluation, retrieval and generation know what a clip is (its genre,
+track and excerpt) without reading the BIDS events again; `training` lists the distinct
+clips of a subject's selected Training runs, sorted. Every reader goes through
+`load_run` / `read_predictions`, with one set of checks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from b2m.core.clips import Clip, sanitise
+from b2m.core.config import save_config
+from b2m.core.errors import B2MError
+from b2m.core.io import save_npz, write_json
+
+CONFIG = "config.yaml"
+CLIPS = "clips.json"
+PREDICTIONS = "predictions"
+PREDICTION_KEYS = ("pred", "true", "clip_ids", "train_mean")
+
+
+@dataclass
+class SubjectPredictions:
+    """One subject's test predictions: `pred`, `true` `[N, L, D]`, `clip_ids[n]`, `train_mean` `[L, D]`."""
+
+    subject: str
+    pred: np.ndarray
+    true: np.ndarray
+    clip_ids: list[str]
+    train_mean: np.ndarray
+
+
+@dataclass
+class Run:
+    """A training run as the later jobs see it: folder, resolved config, predictions and clips."""
+
+    path: Path
+    cfg: DictConfig
+    subjects: dict[str, SubjectPredictions]
+    clip_table: dict[str, Clip]
+    training_ids: dict[str, list[str]]
+
+    def training_clips(self, subject: str) -> list[Clip]:
+        """The distinct clips of `subject`'s Training runs, sorted."""
+        return [self.clip_table[c] for c in self.training_ids[subject]]
+
+    def test_clips(self, subject: str) -> list[Clip]:
+        """The Clip of each of `subject`'s predictions, in prediction order."""
+        return [self.clip_table[c] for c in self.subjects[subject].clip_ids]
+
+
+# ----------------------------------------------------------------- writing
+def write_config(out_dir: str | Path, cfg: DictConfig) -> None:
+    """Write `<out_dir>/config.yaml`, refusing a folder that holds a run of another config.
+
+    A rerun of the same config resumes; anything else in the same out_dir would mix two runs.
+    """
+    path = Path(out_dir) / CONFIG
+    new = OmegaConf.to_container(cfg, resolve=True)
+    if path.is_file():
+        old = OmegaConf.to_container(_read_config(path), resolve=True)
+        key = _first_difference(old, new)
+        if key is not None:
+            raise B2MError(f"{path}: out_dir holds a run with another config ({key} differs); "
+                           f"choose another out_dir or delete that run")
+    save_config(cfg, path)
+
+
+def write_clips(out_dir: str | Path, training: dict[str, list[Clip]], test: dict[str, list[Clip]]) -> None:
+    """Write `<out_dir>/clips.json`: the clips of each subject's Training runs and test predictions."""
+    table: dict[str, dict] = {}
+    for clips in [*training.values(), *test.values()]:
+        for c in clips:
+            table[c.clip_id] = {"genre": c.genre, "track": c.track, "start": c.start, "end": c.end}
+    subjects = {s: {"training": [c.clip_id for c in clips]} for s, clips in training.items()}
+    write_json(Path(out_dir) / CLIPS, {"clips": table, "subjects": subjects})
+
+
+def write_predictions(out_dir: str | Path, subject: str, pred: np.ndarray, true: np.ndarray,
+                      clip_ids: list[str], train_mean: np.ndarray) -> Path:
+    """Write `<out_dir>/predictions/<subject>.npz` (float32 arrays, unicode clip ids); returns its path."""
+    path = Path(out_dir) / PREDICTIONS / f"{sanitise(subject)}.npz"
+    save_npz(path, pred=np.asarray(pred, np.float32), true=np.asarray(true, np.float32),
+             clip_ids=np.array([str(c) for c in clip_ids]), train_mean=np.asarray(train_mean, np.float32))
+    return path
+
+
+# ----------------------------------------------------------------- reading
+def prediction_files(run: str | Path) -> list[Path]:
+    """The `predictions/sub-*.npz` files of a run folder (or of a predictions folder itself)."""
+    run = Path(run)
+    folder = run / PREDICTIONS if (run / PREDICTIONS).is_dir() else run
+    files = sorted(folder.glob("sub-*.npz"))
+    if not files:
+        raise B2MError(f"{folder}: no sub-*.npz prediction files (run train.py first)")
+    return files
+
+
+def read_predictions(path: str | Path) -> SubjectPredictions:
+    """One subject's test predictions; a file that breaks the contract is a B2MError naming it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise B2MError(f"{path}: unreadable predictions file ({err})") from None
+    missing = [k for k in PREDICTION_KEYS if k not in arrays]
+    if missing:
+        raise B2MError(f"{path}: predictions file lacks {', '.join(missing)}")
+    pred, true, ids, mean = (arrays[k] for k in PREDICTION_KEYS)
+    if pred.ndim != 3 or pred.shape != true.shape or ids.shape != (len(pred),) or mean.shape != pred.shape[1:]:
+        raise B2MError(f"{path}: pred {list(pred.shape)}, true {list(true.shape)}, train_mean {list(mean.shape)} "
+                       f"and clip_ids {list(ids.shape)} do not match (expected [N, L, D], [N, L, D], [L, D], [N])")
+    if pred.dtype != np.float32 or ids.dtype.kind != "U":
+        raise B2MError(f"{path}: pred must be float32 and clip_ids unicode, got {pred.dtype} and {ids.dtype}")
+    if not np.isfinite(pred).all():
+        raise B2MError(f"{path}: pred contains NaN or infinite values")
+    clip_ids = [str(c) for c in ids]
+    if len({sanitise(c) for c in clip_ids}) != len(clip_ids):
+        raise B2MError(f"{path}: clip_ids are not unique (after making them safe file names)")
+    return SubjectPredictions(path.stem, pred, true.astype(np.float32), clip_ids, mean.astype(np.float32))
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a training run folder; a missing folder, config, clip table or prediction file is a B2MError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise B2MError(f"{path}: training run folder not found: no sub-*.npz prediction files (run train.py first)")
+    subjects = {f.stem: read_predictions(f) for f in prediction_files(path)}
+    cfg = _read_config(path / CONFIG)
+    for key in ("data", "target"):
+        if key not in cfg:
+            raise B2MError(f"{path / CONFIG}: no '{key}' section")
+    table, training = _read_clips(path / CLIPS)
+    for subject, p in subjects.items():
+        unknown = [c for c in p.clip_ids if c not in table]
+        if unknown or subject not in training:
+            what = f"clip {unknown[0]}" if unknown else f"subject {subject}"
+            raise B2MError(f"{path / CLIPS}: {what} of {path / PREDICTIONS / (subject + '.npz')} is not listed")
+    return Run(path, cfg, subjects, table, training)
+
+
+def _read_config(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise B2MError(f"{path}: the run's resolved config is missing")
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # omegaconf raises yaml and its own errors
+        raise B2MError(f"{path}: unreadable config ({str(err).splitlines()[0]})") from None
+
+
+def _read_clips(path: Path) -> tuple[dict[str, Clip], dict[str, list[str]]]:
+    if not path.is_file():
+        raise B2MError(f"{path}: the run's clip table is missing (a run of an older b2m: train it again)")
+    try:
+        data = json.loads(path.read_text())
+        table = {cid: Clip(str(c["genre"]), int(c["track"]), float(c["start"]), float(c["end"]))
+                 for cid, c in data["clips"].items()}
+        training = {s: [str(c) for c in v["training"]] for s, v in data["subjects"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise B2MError(f"{path}: not a clip table ({type(err).__name__}: {err})") from None
+    for subject, ids in training.items():
+        unknown = [c for c in ids if c not in table]
+        if unknown:
+            raise B2MError(f"{path}: training clip {unknown[0]} of {subject} is not in the table")
+    return table, training
+
+
+def _first_difference(old, new, prefix: str = "") -> str | None:
+    """The first dotted key whose value differs between two plain configs (`out_dir` aside), or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if not prefix and key == "out_dir":
+                continue
+            name = f"{prefix}{key}"
+            if key not in old or key not in new:
+                return name
+            diff = _first_difference(old[key], new[key], name + ".")
+            if diff is not None:
+                return diff
+        return None
+    return None if old == new else prefix.rstrip(".")

@@ -1,0 +1,134 @@
+"""The command line of every job: Hydra's (`--help`, `--cfg job`, `-m` multirun, launchers),
+with overrides checked first and user errors printed as one line.
+
+    python train.py decoder=mlp decoder.lr=1e-3        python -m b2m train decoder=mlp
+    python train.py -m decoder=ridge,mlp seed=0,1       b2m-train --cfg job
+
+A bad override or a B2MError inside a job prints `error: <file or key>: <problem>` and exits
+with status 2, with no traceback and nothing written to out_dir. Under multirun, job n writes
+into `<out_dir>/<n>/` (see `b2m/conf/_hydra.yaml`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import hydra
+from hydra._internal.utils import get_args_parser
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from b2m.core.config import check_overrides
+from b2m.core.errors import B2MError
+
+
+def _train(cfg: DictConfig) -> None:
+    from b2m.jobs.train import train as job
+
+    metrics = job(cfg)
+    print(f"test/id_acc = {metrics['test/id_acc']:.3f} (chance 0.5); results in {cfg.out_dir}/metrics.json")
+
+
+def _evaluate(cfg: DictConfig) -> None:
+    from b2m.jobs.evaluate import evaluate as job
+
+    m = job(cfg)
+    level = f"{m['ci_level']:.0%}"
+    print(f"test/id_acc = {m['test/id_acc']:.3f} ({level} CI {m['test/id_acc_ci_low']:.3f}-"
+          f"{m['test/id_acc_ci_high']:.3f}; baselines: mean {m['baseline/mean_train/id_acc']:.3f}, "
+          f"shuffled {m['baseline/shuffled/id_acc']:.3f}; chance 0.5)")
+    for key in sorted(k for k in m if k.endswith("/id_acc") and k.startswith(("retrieval/", "generated/"))
+                      and "/shuffled/" not in k):
+        print(f"{key} = {m[key]:.3f} ({level} CI {m[key + '_ci_low']:.3f}-{m[key + '_ci_high']:.3f})")
+    if m.get("genre/pred/acc") is not None:
+        print(f"genre/pred/acc = {m['genre/pred/acc']:.3f} (chance 0.1; true embeddings {m['genre/true/acc']:.3f})")
+    print(f"results in {cfg.out_dir}: metrics.json, summary.md"
+          + (", report/index.html" if cfg.report.enabled else "")
+          + (", encoding/" if cfg.encoding.enabled else ""))
+
+
+def _generate(cfg: DictConfig) -> None:
+    from pytorch_lightning.utilities import rank_zero_info
+
+    from b2m.jobs.generate import generate as job
+
+    # Every DDP rank runs this; the summary is the same on all of them.
+    summary = job(cfg)
+    rank_zero_info(f"generated {summary['n_generated']} of {summary['n_wavs']} wavs "
+                   f"({summary['missing']} missing); wavs and manifest.jsonl in {cfg.out_dir}")
+
+
+def _retrieve(cfg: DictConfig) -> None:
+    from b2m.jobs.retrieve import retrieve as job
+
+    manifests = job(cfg)
+    print(f"retrieved top-{cfg.k} for {len(manifests)} subject(s); manifests in {cfg.out_dir}/retrieval_*.json")
+
+
+# Job name -> what the command line runs and prints. The jobs import lazily: `--help` stays fast.
+JOBS: dict[str, Callable[[DictConfig], None]] = {
+    "train": _train, "evaluate": _evaluate, "generate": _generate, "retrieve": _retrieve,
+}
+
+
+def run(job: str, argv: Sequence[str] | None = None) -> int:
+    """Run `job` with Hydra on the command line `argv` (default: `sys.argv[1:]`); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_args_parser().parse_args(argv)  # Hydra's own flags; exits 2 with usage on a bad one
+    try:
+        check_overrides(job, args.overrides, multirun=args.multirun)
+    except B2MError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    def task(cfg: DictConfig) -> Any:
+        out_dir = Path(cfg.out_dir)
+        created = not out_dir.exists()
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            print(f"job {HydraConfig.get().job.num}: {' '.join(HydraConfig.get().overrides.task)}", flush=True)
+            cfg.out_dir = HydraConfig.get().runtime.output_dir
+            out_dir, created = Path(cfg.out_dir), True
+        OmegaConf.resolve(cfg)
+        try:
+            JOBS[job](cfg)
+        except B2MError as err:
+            print(f"error: {err}", file=sys.stderr)
+            # A job validates before it writes; what Hydra made for it (an empty folder) goes too.
+            if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+                shutil.rmtree(out_dir)
+            raise SystemExit(2) from None
+
+    main = hydra.main(version_base=None, config_path="pkg://b2m.conf", config_name=job)(task)
+    saved = sys.argv
+    sys.argv = [saved[0], *argv]
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if isinstance(exit_.code, int) or exit_.code is None else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def train() -> None:
+    """Console script `b2m-train`."""
+    sys.exit(run("train"))
+
+
+def evaluate() -> None:
+    """Console script `b2m-evaluate`."""
+    sys.exit(run("evaluate"))
+
+
+def generate() -> None:
+    """Console script `b2m-generate`."""
+    sys.exit(run("generate"))
+
+
+def retrieve() -> None:
+    """Console script `b2m-retrieve`."""
+    sys.exit(run("retrieve"))

@@ -1,0 +1,72 @@
+"""The evaluate job: everything a reviewer needs about one training run.
+
+Writes into `out_dir`:
+  metrics.json   decoding metrics per subject and across subjects with bootstrap 95% intervals and
+                 baselines; reconstruction metrics (retrieved / generated audio) in audio spaces; genre
+                 class agreement; leave-one-genre-out; encoding-model summaries (when enabled)
+  *.png          metrics with intervals, per genre, confusion matrices
+  summary.md     the tables in Markdown
+  report/        the listening report (index.html), when `report.enabled`
+  encoding/      voxel maps (NIfTI, PNG) and tables, when `encoding.enabled`
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from b2m.core.errors import B2MError
+from b2m.core.io import write_json
+from b2m.core.runs import load_run
+from b2m.evaluation.decoding import decoding_sets, score_sets
+from b2m.evaluation.encoding import encoding_analysis
+from b2m.evaluation.genre import genre_section
+from b2m.evaluation.logo import logo_section
+from b2m.evaluation.plots import write_figures
+from b2m.evaluation.reconstruction import read_reconstructions, reconstruction_sets, reconstruction_space
+from b2m.evaluation.report import write_report
+from b2m.evaluation.summary import write_summary
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Score the run `cfg.run`; writes `cfg.out_dir` (see the module doc) and returns the metrics."""
+    run = load_run(cfg.run)
+    out_dir = Path(cfg.out_dir)
+    seed, n_boot, level = int(cfg.seed), int(cfg.n_boot), float(cfg.ci_level)
+    if n_boot < 1 or not 0 < level < 1:
+        raise B2MError(f"n_boot / ci_level: need n_boot >= 1 and 0 < ci_level < 1, got {n_boot}, {level}")
+    for p in run.subjects.values():
+        if len(p.pred) < 2:
+            raise B2MError(f"{run.path / 'predictions' / (p.subject + '.npz')}: {len(p.pred)} test clip(s); "
+                           f"identification needs at least 2")
+    recon = read_reconstructions(cfg, run)
+    spaces = {name: reconstruction_space(name, run) for name in cfg.spaces} if recon else {}
+
+    sets = decoding_sets(run, seed)
+    recon_sets = reconstruction_sets(run, recon, spaces, int(cfg.max_draws), seed)
+    for subject, extra in recon_sets.items():
+        sets[subject].update(extra)
+    metrics: dict = {"n_test_clips": len(next(iter(run.subjects.values())).clip_ids), "n_boot": n_boot,
+                     "ci_level": level, **score_sets(sets, n_boot, seed, level)}
+    notes: list[str] = []
+    decoded_genres: dict[str, dict[str, str]] = {}
+    if cfg.genre:
+        rows, decoded_genres = genre_section(run, recon_sets, spaces, out_dir, n_boot, seed, level)
+        metrics.update(rows)
+    if cfg.logo:
+        rows, note = logo_section(run)
+        metrics.update(rows)
+        notes.append(note)
+    if cfg.encoding.enabled:
+        metrics.update(encoding_analysis(run.cfg.data, cfg.encoding, out_dir / "encoding", seed))
+    # Strict JSON: an undefined value (e.g. an interval with no finite resample) is null, not NaN.
+    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+    write_json(out_dir / "metrics.json", metrics)
+
+    figures = write_figures(metrics, out_dir)
+    write_summary(out_dir / "summary.md", metrics, figures, notes)
+    if cfg.report.enabled:
+        write_report(out_dir / "report", run, metrics, figures, recon, decoded_genres, cfg.report, out_dir)
+    return metrics

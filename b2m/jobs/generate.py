@@ -1,0 +1,67 @@
+"""The generate job: MusicGen reconstructions of a training run's test predictions.
+
+Reads `<predictions>/predictions/<subject>.npz` (a train out_dir, or its predictions folder)
+through `b2m.core.runs`; writes `<out_dir>/<subject>/<clip_id>_<k>.wav` and `manifest.jsonl`
+(`b2m.reconstruction.musicgen.batch`). `trainer.devices=N trainer.strategy=ddp` shards the
+work with Lightning's distributed sampler; a rerun generates only what is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from b2m.core.errors import B2MError
+from b2m.core.runs import prediction_files
+from b2m.reconstruction.musicgen.batch import (FRAME_RATE, MANIFEST, MAX_DURATION_S, GenerationModule, Job,
+                                               JobDataset, config_hash, plan_jobs, read_records, wav_ok,
+                                               write_manifest)
+from b2m.reconstruction.musicgen.builders import build_generator
+
+
+def generate(cfg: DictConfig) -> dict:
+    """Generate `generator.n_samples` wavs per test clip and subject; returns a summary dict.
+
+    Keys used: predictions, out_dir, generator.*, trainer.devices/strategy/accelerator.
+    Under DDP every rank runs this function; the summary is complete on every rank.
+    """
+    gen = cfg.generator
+    duration = float(gen.duration_s)
+    if not 0 < duration <= MAX_DURATION_S:
+        raise B2MError(f"generator.duration_s: {duration} s is outside (0, {MAX_DURATION_S}] s, MusicGen's context")
+    out_dir = Path(cfg.out_dir)
+    files = prediction_files(cfg.predictions)
+    lm, codec = build_generator(gen)
+    jobs, preds = plan_jobs(gen, files, lm.cfg.cond_dim)
+    cfg_hash = config_hash(gen)
+    rate = int(codec.config.sampling_rate)
+    n_wav = round(duration * FRAME_RATE) * int(rate // codec.config.frame_rate)
+
+    def done(job: Job, records: dict) -> bool:
+        rec = records.get((job.subject, job.clip_id, job.k))
+        return (rec is not None and rec.get("config_hash") == cfg_hash and rec.get("input_hash") == job.input_hash
+                and wav_ok(out_dir / job.path, n_wav, rate))
+
+    # Planned before trainer.predict: DDP ranks start generating only once all of them got here.
+    records = read_records(out_dir)
+    todo = [job for job in jobs if not done(job, records)]
+    module = GenerationModule(lm, codec, gen, out_dir, cfg_hash, todo)
+    trainer = pl.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=cfg.trainer.get("devices", 1),
+                         strategy=cfg.trainer.get("strategy", "auto"), logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, use_distributed_sampler=True)
+    if todo:
+        loader = DataLoader(JobDataset(todo, preds), batch_size=int(gen.batch_size), shuffle=False)
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
+    trainer.strategy.barrier()
+    records = read_records(out_dir)
+    missing = [job.path for job in jobs if not done(job, records)]
+    if trainer.is_global_zero:
+        if missing:
+            raise B2MError(f"{out_dir}: {len(missing)} wav(s) missing after generation, e.g. {missing[0]}")
+        write_manifest(out_dir, jobs, records)
+    trainer.strategy.barrier()
+    return {"n_wavs": len(jobs), "n_generated": len(todo), "out_dir": str(out_dir), "config_hash": cfg_hash,
+            "manifest": str(out_dir / MANIFEST), "subjects": sorted(preds), "missing": len(missing)}

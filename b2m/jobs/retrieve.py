@@ -1,0 +1,40 @@
+"""The retrieve job: the nearest database music to each decoded test embedding of a training run.
+
+Indexes `database` (any folder of audio, recursively) in the run's target space, resuming an
+index in progress, then writes `retrieval_<subject>.json` and the top-k files per test clip
+into `out_dir` (`b2m.reconstruction.retrieval`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from b2m.core.errors import B2MError
+from b2m.core.runs import load_run
+from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
+from b2m.targets import build_space
+
+
+def retrieve(cfg: DictConfig) -> dict[str, Any]:
+    """Retrieve the top-k files for every subject's test predictions; returns `{subject: manifest}`."""
+    run, out_dir = load_run(cfg.run), Path(cfg.out_dir)
+    if cfg.link not in ("symlink", "copy"):
+        raise B2MError(f"link: {cfg.link!r} is not 'symlink' or 'copy'")
+    space = build_space(run.cfg.target)
+    database = Path(cfg.database)
+    if not database.is_dir():
+        raise B2MError(f"{database}: database folder not found")
+    index_dir = Path(cfg.index_dir) if cfg.get("index_dir") else out_dir / "index"
+    summary = build_index(database, index_dir, space)
+    if summary["files"] == 0:
+        raise B2MError(f"{database}: no readable audio file to retrieve from")
+    index = RetrievalIndex.load(index_dir)
+    manifests = {}
+    for subject, predictions in run.subjects.items():
+        # The stimulus track itself is never a reconstruction of its own clip.
+        exclude = [c.track_name for c in run.test_clips(subject)] if cfg.exclude_stimulus else None
+        manifests[subject] = retrieve_predictions(predictions, index, int(cfg.k), out_dir, exclude, cfg.link)
+    return manifests

@@ -1,0 +1,289 @@
+"""Retrieval: the nearest music in a database of audio files to a predicted embedding.
+
+An index folder holds one embedding per audio file in an audio space:
+
+```
+<index>/index.json              the space (name, config, shape) and the audio root
+<index>/parts/000000.npy        float32 [n, L * D], one row per embedded file
+<index>/parts/000000.jsonl      one line per file of the chunk: {"path"} or {"path", "error"}
+<index>/errors.jsonl            every file that could not be embedded (rewritten after each build)
+```
+
+Files are embedded in chunks; a chunk is complete once its `.jsonl` exists (written
+after its `.npy`), so a killed build resumes without redoing finished files, and
+running the build again on a grown folder embeds only the new files. Queries are
+cosine top-k over the flattened `[L * D]` vectors, batched in torch (CUDA when present).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from b2m.core.clips import sanitise
+from b2m.data.stimuli import load_audio_file
+from b2m.core.errors import B2MError
+from b2m.core.io import atomic_path, save_npy, write_json, write_text
+from b2m.core.runs import SubjectPredictions
+from b2m.reconstruction import Reconstructions, check_files_exist
+from b2m.targets.base import EmbeddingSpace
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+INDEX_FILE = "index.json"
+PARTS = "parts"
+ERRORS_FILE = "errors.jsonl"
+# Cap on one block of query-by-database similarities (float32 entries, 256 MiB).
+_BLOCK_ENTRIES = 2 ** 26
+
+
+def list_audio(root: str | Path) -> list[Path]:
+    """Audio files under `root`, recursively, sorted (wav, flac, mp3, ogg; any case)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise B2MError(f"{root}: audio folder not found")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def track_key(name: str) -> str:
+    """The track name of a path or name: its file name without an audio suffix (`blues.00012`)."""
+    base = os.path.basename(name)
+    stem, suffix = os.path.splitext(base)
+    return stem if suffix.lower() in AUDIO_SUFFIXES else base
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _complete_parts(index_dir: Path) -> list[Path]:
+    """The `.jsonl` of each complete chunk, in order."""
+    return sorted((index_dir / PARTS).glob("*.jsonl"))
+
+
+def _index_meta(space: EmbeddingSpace, audio_dir: Path) -> dict[str, Any]:
+    return {"space": space.name, "config": space.config, "cache_key": space.cache_key(),
+            "shape": list(space.shape), "audio_root": str(audio_dir.resolve())}
+
+
+def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSpace,
+                chunk_size: int = 64) -> dict[str, Any]:
+    """Embed every audio file under `audio_dir` into `index_dir`, resuming where a previous build stopped.
+
+    Returns a summary: `{"files": embedded in total, "new": embedded now, "errors": [{"path", "error"}]}`.
+    Unreadable files are recorded in `errors.jsonl` and skipped (delete the chunk's
+    `parts/*.jsonl` to redo that chunk). An index built with another space or audio
+    folder is refused.
+    """
+    audio_dir, index_dir = Path(audio_dir), Path(index_dir)
+    if space.modality != "audio":
+        raise B2MError(f"retrieval: space {space.name!r} embeds {space.modality}, not audio")
+    meta = _index_meta(space, audio_dir)
+    meta_path = index_dir / INDEX_FILE
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if (old["cache_key"], old["audio_root"]) != (meta["cache_key"], meta["audio_root"]):
+            raise B2MError(f"{meta_path}: index was built with space {old['cache_key']} over {old['audio_root']}, "
+                           f"not {meta['cache_key']} over {meta['audio_root']}; use another index folder")
+    else:
+        write_json(meta_path, meta)
+
+    parts = _complete_parts(index_dir)
+    done = {entry["path"] for part in parts for entry in _read_jsonl(part)}
+    files = [p for p in list_audio(audio_dir) if p.relative_to(audio_dir).as_posix() not in done]
+    new, number = 0, 1 + max((int(p.stem) for p in parts), default=-1)
+    for lo in tqdm(range(0, len(files), chunk_size), desc=f"index {space.name}", disable=not files):
+        entries, emb = _embed_chunk(space, audio_dir, files[lo:lo + chunk_size])
+        # The .npy first: the .jsonl is what marks the chunk complete.
+        name = f"{number:06d}"
+        number += 1
+        save_npy(index_dir / PARTS / f"{name}.npy", emb)
+        write_text(index_dir / PARTS / f"{name}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+        parts.append(index_dir / PARTS / f"{name}.jsonl")
+        new += len(emb)
+
+    entries = [e for part in parts for e in _read_jsonl(part)]
+    errors = [e for e in entries if "error" in e]
+    write_text(index_dir / ERRORS_FILE, "".join(json.dumps(e) + "\n" for e in errors))
+    for e in errors:
+        tqdm.write(f"retrieval: skipped {e['path']}: {e['error']}", file=sys.stderr)
+    return {"files": len(entries) - len(errors), "new": new, "errors": errors}
+
+
+def _embed_chunk(space: EmbeddingSpace, audio_dir: Path, files: Sequence[Path]
+                 ) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Embed one chunk: its index entries (errors included, in file order) and `[n_ok, L * D]` rows."""
+    entries: list[dict[str, Any]] = []
+    waves: dict[int, np.ndarray] = {}
+    for i, path in enumerate(files):
+        entries.append({"path": path.relative_to(audio_dir).as_posix()})
+        try:
+            waves[i] = load_audio_file(path, space.sample_rate)
+        except (B2MError, OSError) as err:
+            entries[i]["error"] = str(err)
+    try:
+        rows = dict(zip(waves, space.embed_batch(list(waves.values()))))
+    except B2MError:
+        # One bad file must not sink the chunk: embed one at a time to find it.
+        rows = {}
+        for i, wave in waves.items():
+            try:
+                rows[i] = space.embed_batch([wave])[0]
+            except B2MError as err:
+                entries[i]["error"] = str(err)
+    dim = int(np.prod(space.shape))
+    emb = np.stack([rows[i].reshape(-1) for i in sorted(rows)]) if rows else np.zeros((0, dim))
+    return entries, emb.astype(np.float32)
+
+
+class RetrievalIndex:
+    """Database embeddings `[M, F]` (F = L * D) and their audio paths, ready for cosine top-k.
+
+    `device` defaults to CUDA when present. The unit-normalised database is kept on it.
+    """
+
+    def __init__(self, embeddings: np.ndarray, paths: Sequence[str], device: str | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(paths):
+            raise ValueError(f"need embeddings [M, F] and M paths, got {embeddings.shape} and {len(paths)}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.paths = [str(p) for p in paths]
+        self.meta = meta or {}
+        self.unit = F.normalize(torch.from_numpy(embeddings).to(self.device), dim=1)
+
+    @functools.cached_property
+    def _by_track(self) -> dict[str, list[int]]:
+        """Database rows per track name, for exclusions (built on first use)."""
+        rows: dict[str, list[int]] = {}
+        for i, p in enumerate(self.paths):
+            rows.setdefault(track_key(p), []).append(i)
+        return rows
+
+    @classmethod
+    def load(cls, index_dir: str | Path, device: str | None = None) -> "RetrievalIndex":
+        """Load an index folder written by `build_index`."""
+        index_dir = Path(index_dir)
+        meta_path = index_dir / INDEX_FILE
+        if not meta_path.is_file():
+            raise B2MError(f"{index_dir}: not a retrieval index (no {INDEX_FILE}); build it first")
+        meta = json.loads(meta_path.read_text())
+        root = Path(meta["audio_root"])
+        dim = int(np.prod(meta["shape"]))
+        chunks, paths = [np.zeros((0, dim), np.float32)], []
+        for part in _complete_parts(index_dir):
+            chunks.append(np.load(part.with_suffix(".npy"), allow_pickle=False))
+            paths.extend(str(root / e["path"]) for e in _read_jsonl(part) if "error" not in e)
+        embeddings = np.concatenate(chunks)
+        if len(paths) != len(embeddings) or embeddings.shape[1] != dim:
+            raise B2MError(f"{index_dir}: {len(paths)} files but embeddings {embeddings.shape}; "
+                           f"the index is damaged, rebuild it")
+        if not paths:
+            raise B2MError(f"{index_dir}: the index holds no embedded files")
+        return cls(embeddings, paths, device=device, meta=meta)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @torch.no_grad()
+    def query(self, emb: np.ndarray | torch.Tensor, k: int, exclude: Sequence[str] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """Cosine top-k of each query: `emb` `[Q, L, D]` or `[Q, F]`.
+
+        `exclude[q]` (a track name or a path) removes every database file of that
+        track (same file name without suffix) from query q's results: pass the
+        stimulus to keep it from retrieving itself. Returns `indices` int64 `[Q, k]`,
+        `scores` float32 `[Q, k]` (best first) and the paths `[Q][k]`.
+        """
+        q = torch.as_tensor(np.asarray(emb, dtype=np.float32) if not torch.is_tensor(emb) else emb)
+        q = q.reshape(len(q), -1).float()
+        if q.shape[1] != self.unit.shape[1]:
+            raise B2MError(f"retrieval: query vectors have {q.shape[1]} values, the index {self.unit.shape[1]}")
+        if not 1 <= k <= len(self):
+            raise B2MError(f"retrieval: k={k} must be between 1 and the database size {len(self)}")
+        if exclude is not None and len(exclude) != len(q):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(q)} queries")
+        q = F.normalize(q.to(self.device), dim=1)
+        step = max(1, _BLOCK_ENTRIES // len(self))
+        indices, scores = [], []
+        for lo in range(0, len(q), step):
+            sims = q[lo:lo + step] @ self.unit.T  # [B, M]
+            if exclude is not None:
+                for row, name in enumerate(exclude[lo:lo + step]):
+                    sims[row, self._by_track.get(track_key(name), [])] = -torch.inf
+            top = torch.topk(sims, k, dim=1)
+            indices.append(top.indices.cpu())
+            scores.append(top.values.cpu())
+        idx = torch.cat(indices).numpy()
+        return idx, torch.cat(scores).numpy(), [[self.paths[j] for j in row] for row in idx]
+
+
+def retrieve_predictions(predictions: SubjectPredictions, index: RetrievalIndex, k: int, out_dir: str | Path,
+                         exclude: Sequence[str] | None = None, link: str = "symlink") -> dict[str, Any]:
+    """Retrieve the top-k database files for each predicted clip embedding of one subject.
+
+    `predictions` holds `pred` float32 `[N, L, D]` and `clip_ids` `[N]` (`b2m.core.runs`).
+    Writes `out_dir/retrieval_<subject>.json` (per clip id: rank, source path, linked file
+    relative to `out_dir`, score) and puts the audio at
+    `out_dir/<subject>/<clip_id>_top<rank><suffix>`, as relative symlinks (`link="symlink"`)
+    or copies (`link="copy"`). `exclude[n]`, a track name (`blues.00012`), is never retrieved
+    for clip n: the stimulus track itself. Returns the manifest.
+    """
+    out_dir = Path(out_dir)
+    if link not in ("symlink", "copy"):
+        raise B2MError(f"retrieval.link: {link!r} is not 'symlink' or 'copy'")
+    subject, clip_ids = sanitise(predictions.subject), predictions.clip_ids
+    indices, scores, paths = index.query(predictions.pred, k, exclude=exclude)
+
+    clips: dict[str, list[dict[str, Any]]] = {}
+    for clip_id, row_scores, row_paths in zip(clip_ids, scores, paths):
+        clips[clip_id] = []
+        for rank, (score, src) in enumerate(zip(row_scores, row_paths), start=1):
+            dest = out_dir / subject / f"{sanitise(clip_id)}_top{rank}{Path(src).suffix.lower()}"
+            _place(Path(src), dest, link)
+            clips[clip_id].append({"rank": rank, "path": src, "file": dest.relative_to(out_dir).as_posix(),
+                                   "score": float(score)})
+    manifest = {"subject": subject, "k": k, "exclude_stimulus": exclude is not None,
+                "space": index.meta.get("cache_key"), "clips": clips}
+    write_json(out_dir / f"retrieval_{subject}.json", manifest)
+    return manifest
+
+
+def _place(src: Path, dest: Path, link: str) -> None:
+    """Put `src` at `dest` (replacing what is there) as a relative symlink or a copy."""
+    with atomic_path(dest) as tmp:
+        if link == "copy":
+            shutil.copyfile(src, tmp)
+        else:
+            tmp.unlink()
+            os.symlink(os.path.relpath(src.resolve(), dest.parent.resolve()), tmp)
+
+
+def read_retrieval(folder: str | Path, subjects: list[str]) -> Reconstructions:
+    """Retrieved files per subject and clip, by rank, from `<folder>/retrieval_<subject>.json`
+    (`clips: {clip_id: [{rank, file}]}`, `file` relative to `folder`); every listed file must exist."""
+    folder = Path(folder)
+    out: Reconstructions = {}
+    for subject in subjects:
+        manifest = folder / f"retrieval_{subject}.json"
+        if not manifest.is_file():
+            continue
+        try:
+            clips = json.loads(manifest.read_text())["clips"]
+            out[subject] = {clip_id: [folder / e["file"] for e in sorted(entries, key=lambda e: e["rank"])]
+                            for clip_id, entries in clips.items()}
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise B2MError(f"{manifest}: not a retrieval manifest ({type(err).__name__}: {err})") from None
+        check_files_exist(manifest, out[subject])
+    if not out:
+        raise B2MError(f"{folder}: no retrieval_<subject>.json for subjects {', '.join(subjects)}")
+    return out

@@ -1,0 +1,1 @@
+"""Test helpers: small datasets (`bids`, `tuned_bids`) and embedding spaces (`spaces`)."""

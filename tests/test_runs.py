@@ -1,0 +1,80 @@
+"""The run-folder contract: what train writes, every other job reads, with one set of checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from b2m.core import runs
+from b2m.core.clips import Clip
+from b2m.core.errors import B2MError
+from b2m.core.io import save_npz
+
+CLIPS = [Clip("blues", 1, 0.0, 15.0), Clip("jazz", 2, 3.5, 18.5), Clip("rock", 3, 6.0, 21.0)]
+
+
+def write_run(folder, n=3, width=4):
+    rng = np.random.default_rng(0)
+    cfg = OmegaConf.create({"data": {"root": "x"}, "target": {"_target_": "t"}, "seed": 1, "out_dir": str(folder)})
+    runs.write_config(folder, cfg)
+    runs.write_clips(folder, {"sub-001": CLIPS[:2]}, {"sub-001": CLIPS[:n]})
+    pred, true = (rng.standard_normal((n, 1, width)).astype(np.float32) for _ in range(2))
+    runs.write_predictions(folder, "sub-001", pred, true, [c.clip_id for c in CLIPS[:n]], true.mean(0))
+    return cfg, pred, true
+
+
+def test_round_trip(tmp_path):
+    cfg, pred, true = write_run(tmp_path / "run")
+    run = runs.load_run(tmp_path / "run")
+    assert OmegaConf.to_container(run.cfg) == OmegaConf.to_container(cfg)
+    p = run.subjects["sub-001"]
+    np.testing.assert_array_equal(p.pred, pred)
+    np.testing.assert_array_equal(p.train_mean, true.mean(0))
+    assert run.test_clips("sub-001") == CLIPS  # clip metadata without reading BIDS events
+    assert run.training_clips("sub-001") == CLIPS[:2]
+
+
+def test_another_config_in_the_same_folder_is_refused(tmp_path):
+    cfg, _, _ = write_run(tmp_path / "run")
+    runs.write_config(tmp_path / "run", cfg)  # the same config: a resume
+    cfg.seed = 2
+    with pytest.raises(B2MError, match=r"config.yaml: out_dir holds a run with another config \(seed differs\)"):
+        runs.write_config(tmp_path / "run", cfg)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("train_mean"), "lacks train_mean"),
+    (lambda a: a.update(true=a["true"][:2]), "do not match"),
+    (lambda a: a.update(pred=a["pred"].astype(np.float64)), "pred must be float32"),
+    (lambda a: a["pred"].__setitem__((0, 0, 0), np.nan), "NaN or infinite"),
+    (lambda a: a.update(clip_ids=np.array(["a/b", "a_b", "c"])), "not unique"),
+])
+def test_bad_prediction_files_name_the_file(tmp_path, change, message):
+    write_run(tmp_path / "run")
+    path = tmp_path / "run" / "predictions" / "sub-001.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    save_npz(path, **arrays)
+    with pytest.raises(B2MError, match=f"sub-001.npz: .*{message}"):
+        runs.load_run(tmp_path / "run")
+
+
+def test_missing_parts_of_a_run(tmp_path):
+    with pytest.raises(B2MError, match="training run folder not found"):
+        runs.load_run(tmp_path / "nothing")
+    write_run(tmp_path / "run")
+    (tmp_path / "run" / "clips.json").write_text(json.dumps({"clips": {}, "subjects": {"sub-001": {"training": []}}}))
+    with pytest.raises(B2MError, match=r"clips.json: clip blues.00001_0.00 of .*sub-001.npz is not listed"):
+        runs.load_run(tmp_path / "run")
+    (tmp_path / "run" / "clips.json").unlink()
+    with pytest.raises(B2MError, match="clips.json: the run's clip table is missing"):
+        runs.load_run(tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").unlink()
+    with pytest.raises(B2MError, match="config.yaml: the run's resolved config is missing"):
+        runs.load_run(tmp_path / "run")
+    with pytest.raises(B2MError, match="no sub-\\*.npz prediction files"):
+        runs.prediction_files(tmp_path)
