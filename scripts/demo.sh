@@ -8,7 +8,7 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 py=.venv/bin/python
 out=outputs/demo
-$py -m b2m.data.demo --size default --out data/demo
+$py -m b2m.demo --size default --out data/demo
 $py train.py out_dir=$out/train "$@"
 $py retrieve.py run=$out/train database=data/demo/stimuli/genres out_dir=$out/retrieval
 # Generation needs predictions in the generator's own conditioning space.
