@@ -47,14 +47,14 @@ def test_two_processes_produce_the_same_set_as_one(tmp_path):
     write_predictions(tmp_path)
     one = generate(make_cfg(tmp_path, "one", n_samples=2))
     assert one["n_generated"] == 12
-    cfg_path = tmp_path / "two.yaml"
-    OmegaConf.save(make_cfg(tmp_path, "two", devices=2, n_samples=2), cfg_path)
-    driver = tmp_path / "driver.py"  # DDP re-runs the launching script in each rank, as with generate.py
-    driver.write_text("import sys\nfrom omegaconf import OmegaConf\nfrom b2m.jobs.generate import "
-                      "generate\ngenerate(OmegaConf.load(sys.argv[1]))\n")
+    # Through the command line, as a user runs it: Lightning relaunches `python -m b2m.__main__` for
+    # rank 1 with Hydra's overrides.
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(driver), str(cfg_path)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    args = [f"predictions={tmp_path / 'train'}", f"out_dir={tmp_path / 'two'}", "generator.duration_s=0.2",
+            "generator.batch_size=2", "generator.precision=fp32", "generator.greedy=true", "generator.n_samples=2",
+            "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu"]
+    proc = subprocess.run([sys.executable, "-m", "b2m", "generate", *args], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout  # really ran as two ranks
     rec_one, rec_two = manifest(tmp_path / "one"), manifest(tmp_path / "two")
