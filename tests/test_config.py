@@ -11,7 +11,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from b2m.core.config import choices, compose, config_dir, group_config
+from b2m.core.config import check_overrides, choices, compose, config_dir, group_config
 from b2m.core.errors import B2MError
 from b2m.decoders import build_decoder
 
@@ -84,3 +84,13 @@ def test_help_and_cfg_job(tmp_path):
     assert res.returncode == 2 and res.stderr.strip() == "error: config: unknown key 'decoder.widht'"
     res = run("-m", "b2m", "nojob")
     assert res.returncode == 2 and res.stderr.startswith("usage: python -m b2m {train,evaluate,generate,retrieve}")
+
+
+def test_multirun_overrides_are_checked_for_every_job():
+    check_overrides("train", ["decoder=transformer", "decoder.heads=2,4"], multirun=True)
+    with pytest.raises(B2MError, match=r"unknown key 'decoder.heads' \(in the jobs with decoder=mlp\)"):
+        check_overrides("train", ["decoder=mlp,transformer", "decoder.heads=2"], multirun=True)
+    with pytest.raises(B2MError, match="config: seed expects int, got 'abc'"):
+        check_overrides("train", ["seed=1,abc"], multirun=True)
+    with pytest.raises(B2MError, match="unknown choice decoder=nope"):
+        check_overrides("train", ["decoder=mlp,nope"], multirun=True)

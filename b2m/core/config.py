@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import itertools
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -66,15 +67,11 @@ def _configs() -> Iterator[None]:
 def compose(job: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The config of `job` (`train`, `evaluate`, `generate`, `retrieve`) with `overrides`, checked.
 
-    Sweep overrides (`key=a,b`) are checked value by value and need Hydra's multirun; here
-    every override must have one value.
+    Every override must have one value here: a sweep (`key=a,b`) needs the command line's `-m`.
     """
     parsed = parse_overrides(overrides)
     with _configs():
-        base = _compose(job, [o.input_line for o in parsed if _is_choice(o)])
-        _check(parsed, base)
-        if any(o.is_sweep_override() for o in parsed):
-            raise B2MError(_SWEEP_NEEDS_MULTIRUN)
+        base = _checked_base(job, parsed, multirun=False)
         cfg = _compose(job, [o.input_line for o in parsed])
     for o in parsed:
         # An int given for a float default stays a float (lr=1 means 1.0).
@@ -89,16 +86,25 @@ def check_overrides(job: str, overrides: Sequence[str], multirun: bool = False) 
     """Check command-line overrides as `compose` does; with `multirun`, sweeps too (each value
     against the defaults)."""
     parsed = parse_overrides(overrides)
+    with _configs():
+        _checked_base(job, parsed, multirun)
+
+
+def _checked_base(job: str, parsed: list[Override], multirun: bool) -> DictConfig:
+    """The config with the group choices only, after checking every override against it (under a
+    sweep of choices, against every combination: each job of the sweep must accept every key)."""
     if not multirun and any(o.is_sweep_override() for o in parsed):
         raise B2MError(_SWEEP_NEEDS_MULTIRUN)
-    with _configs():
-        choice_lines = [o.input_line for o in parsed if _is_choice(o) and not o.is_sweep_override()]
-        for o in parsed:
-            if _is_choice(o) and o.is_sweep_override():
-                for value in o.sweep_string_iterator():
-                    _compose(job, [*choice_lines, f"{o.key_or_group}={value}"])
-        base = _compose(job, choice_lines)
-        _check(parsed, base)
+    fixed = [o.input_line for o in parsed if _is_choice(o) and not o.is_sweep_override()]
+    swept = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()]
+             for o in parsed if _is_choice(o) and o.is_sweep_override()]
+    for combination in itertools.product(*swept):
+        base = _compose(job, [*fixed, *combination])
+        try:
+            _check(parsed, base)
+        except B2MError as err:
+            raise B2MError(f"{err} (in the jobs with {' '.join(combination)})" if combination else str(err)) from None
+    return base
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[Override]:

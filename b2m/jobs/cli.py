@@ -80,6 +80,9 @@ def run(job: str, argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_args_parser().parse_args(argv)  # Hydra's own flags; exits 2 with usage on a bad one
     try:
+        modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
+        if sum(bool(m) for m in modes) > 1:
+            raise B2MError("command line: give only one of --run, --multirun, --cfg, --info, --shell-completion")
         check_overrides(job, args.overrides, multirun=args.multirun)
     except B2MError as err:
         print(f"error: {err}", file=sys.stderr)
