@@ -1,0 +1,35 @@
+"""A built wheel carries the configs, so a non-editable install composes them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_holds_the_configs_and_composes_them(tmp_path):
+    # Built from a copy: a build writes build/ and *.egg-info beside the sources.
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "b2m", source / "b2m", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (wheel,) = tmp_path.glob("b2m-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packaged = {p.relative_to(REPO).as_posix() for p in (REPO / "b2m" / "conf").rglob("*.yaml")}
+    assert packaged and packaged <= set(names)
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    probe = ("import b2m, b2m.core.config as c; print(b2m.__file__); "
+             "print(c.compose('train', ['target=acoustic_windows']).target.inner._target_)")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    where, target = res.stdout.split()
+    assert where.startswith(str(site)) and target == "b2m.targets.acoustic.AcousticSpace"
