@@ -109,7 +109,7 @@ def fit(cfg: DictConfig, decoder: Decoder, dm: BrainDataModule, out_dir: Path,
         default_root_dir=out_dir, log_every_n_steps=1, enable_model_summary=False,
     )
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(decoder, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(decoder, datamodule=dm, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     best = checkpoint.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     decoder.load_state_dict(state)
