@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from b2m.core.errors import B2MError
 from b2m.core.config import group_config
 from b2m.core.io import save_npz
+from b2m.core.metrics import Standardiser
 from b2m.core.runs import write_predictions as write_run_predictions
 from b2m.jobs.generate import generate
 from b2m.reconstruction.musicgen.batch import stable_seed
@@ -26,7 +27,7 @@ def write_predictions(root: Path, width: int = 32) -> Path:
     rng = np.random.default_rng(0)
     for subject in ("sub-001", "sub-002"):
         pred, true = (rng.standard_normal((3, 2, width)).astype(np.float32) for _ in range(2))
-        write_run_predictions(root / "train", subject, pred, true, list(CLIPS), true.mean(0))
+        write_run_predictions(root / "train", subject, pred, true, list(CLIPS), Standardiser.fit(true))
     return root / "train"
 
 
@@ -121,6 +122,6 @@ def test_long_duration_refused(tmp_path):
 def test_bad_predictions_file(tmp_path):
     zeros = np.zeros((3, 2, 32), np.float64)
     save_npz(tmp_path / "train" / "predictions" / "sub-001.npz", pred=zeros, true=zeros, clip_ids=CLIPS,
-             train_mean=zeros[0])
+             train_mean=zeros[0], train_std=zeros[0])
     with pytest.raises(B2MError, match="float32"):
         generate(make_cfg(tmp_path, "out"))

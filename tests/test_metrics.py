@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from b2m.core.metrics import (baseline_predictions, decoding_metrics, identification_accuracy,
-                                    mean_cosine, mean_pearson, top_k_accuracy)
+from b2m.core.metrics import (METRIC_KEYS, Standardiser, baseline_predictions, decoding_metrics,
+                              identification_accuracy, mean_cosine, mean_pearson, metrics_table, top_k_accuracy)
 
 
 def reference_id_acc(pred, true):
@@ -54,7 +54,70 @@ def test_baselines_sit_at_chance(data):
     # The shuffled predictions keep no clip's own prediction.
     assert not any(np.allclose(base["shuffled"][i], pred[i]) for i in range(len(pred)))
     assert sorted(map(tuple, base["shuffled"])) == sorted(map(tuple, pred))
-    assert decoding_metrics(base["mean_train"], true)["id_acc"] == pytest.approx(0.5, abs=0.05)
+
+
+def reference_standardised_id_acc(pred, true, train):
+    """The plain reference's scoring (../shared/reference/plain_ridge.py), written out with numpy."""
+    mu, sd = train.mean(0), train.std(0)
+    n = len(pred)
+    c = np.corrcoef((pred - mu) / sd, (true - mu) / sd)[:n, n:]
+    return np.mean([(c[i, i] > np.delete(c[i], i)).mean() for i in range(n)]), np.mean(c.argmax(1) == np.arange(n))
+
+
+def test_standardised_scores_match_numpy_and_keep_the_raw_ones():
+    """Dimensions on scales 1e-2 .. 1e3, as in the acoustic space: the standardised score is the
+    reference's; the raw one is decided by the largest dimensions and kept as `_raw`."""
+    rng = np.random.default_rng(1)
+    scales = np.logspace(-2, 3, 20)
+    train = rng.normal(size=(200, 20)) * scales + 5 * scales
+    true = rng.normal(size=(40, 20)) * scales + 5 * scales
+    noise = rng.normal(size=(40, 20)) * scales
+    noise[:, -3:] *= 6  # the three largest dimensions are decoded badly
+    pred = true + noise
+    scale = Standardiser.fit(train.reshape(200, 1, 20))
+    out = decoding_metrics(pred.reshape(40, 1, 20), true.reshape(40, 1, 20), scale)
+    assert list(out) == list(METRIC_KEYS)
+    id_acc, top1 = reference_standardised_id_acc(pred, true, train)
+    assert out["id_acc"] == pytest.approx(id_acc)
+    assert out["top1"] == pytest.approx(top1)
+    assert out["id_acc_raw"] == pytest.approx(reference_id_acc(pred, true))
+    assert out["cosine_raw"] == pytest.approx(mean_cosine(pred, true))
+    assert out["id_acc"] > out["id_acc_raw"] + 0.1
+    # Per-dimension Pearson r does not change with the scale of a dimension.
+    assert out["pearson"] == pytest.approx(mean_pearson(pred, true))
+
+
+def test_standardiser_maps_constant_dimensions_to_zero():
+    y = np.stack([np.arange(5.0), np.full(5, 3.0)], axis=1)[:, None, :]  # [5, 1, 2]
+    scale = Standardiser.fit(y)
+    z = scale(y + 1.0)
+    np.testing.assert_allclose(z[:, 0, 0], (np.arange(5.0) + 1 - 2) / np.std(np.arange(5.0)))
+    assert (z[:, 0, 1] == 0).all()
+
+
+def test_mean_training_baseline_scores_chance_exactly(data):
+    """Standardised, the mean training embedding is the zero vector: every clip ties, a tie counts
+    half, so id_acc is 0.5 and top-k is k/N, not an accident of the data."""
+    pred, true = data
+    train = np.random.default_rng(2).normal(size=(100, 12))
+    table = metrics_table(pred[:, None], true[:, None], Standardiser.fit(train[:, None]), seed=0)
+    assert table["baseline/mean_train/id_acc"] == 0.5
+    assert table["baseline/mean_train/top1"] == pytest.approx(1 / 30)
+    assert table["baseline/mean_train/top5"] == pytest.approx(5 / 30)
+    assert table["baseline/mean_train/pearson"] == 0 and table["baseline/mean_train/cosine"] == 0
+    assert table["test/id_acc"] > 0.7
+
+
+def test_ties_count_half():
+    true = np.random.default_rng(3).normal(size=(10, 6))
+    constant = np.ones((10, 6))
+    assert identification_accuracy(constant, true) == 0.5
+    assert top_k_accuracy(constant, true, 1) == pytest.approx(0.1)
+    assert top_k_accuracy(constant, true, 5) == pytest.approx(0.5)
+    # Two identical candidates: the right one ties with its twin only.
+    twin = true.copy()
+    twin[1] = twin[0]
+    assert identification_accuracy(twin, twin) == pytest.approx(1 - 2 * 0.5 / 9 / 10)
 
 
 def test_torchmetrics_classes_accumulate_batches_like_the_functions(data):

@@ -8,6 +8,7 @@ from scipy.signal import resample_poly
 
 from b2m.core.errors import B2MError
 from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
+from b2m.core.metrics import Standardiser
 from b2m.core.runs import read_predictions, write_predictions
 from b2m.targets.windowed import WindowedSpace
 from helpers.spaces import BandEnergy
@@ -170,7 +171,7 @@ def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
     pred = np.stack([_reference_embedding(space, paths[i]) for i in (0, 3)])[:, None, :]
     clip_ids = np.array(["blues.00000_1.50", "jazz.00003_0.00"])
     predictions = read_predictions(write_predictions(tmp_path / "train", "sub-001", pred, pred, list(clip_ids),
-                                                     pred[0]))
+                                                     Standardiser.fit(pred)))
     stimuli = ["blues.00000", "jazz.00003"]
 
     out = tmp_path / "retrieved"
@@ -199,7 +200,7 @@ def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
 def test_retrieve_rejects_a_bad_link_mode(tmp_path):
     index = RetrievalIndex(np.eye(2, dtype=np.float32), ["a.wav", "b.wav"], device="cpu")
     pred = np.zeros((1, 1, 2), np.float32)
-    predictions = read_predictions(write_predictions(tmp_path, "sub-001", pred, pred, ["blues.00000_0.00"], pred[0]))
+    predictions = read_predictions(write_predictions(tmp_path, "sub-001", pred, pred, ["blues.00000_0.00"], Standardiser.fit(pred)))
     with pytest.raises(B2MError, match="'hardlink' is not 'symlink' or 'copy'"):
         retrieve_predictions(predictions, index, 1, tmp_path, link="hardlink")
 

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from b2m.core import runs
 from b2m.core.clips import Clip
 from b2m.core.errors import B2MError
+from b2m.core.metrics import Standardiser
 from b2m.core.io import save_npz
 
 CLIPS = [Clip("blues", 1, 0.0, 15.0), Clip("jazz", 2, 3.5, 18.5), Clip("rock", 3, 6.0, 21.0)]
@@ -22,7 +23,8 @@ def write_run(folder, n=3, width=4):
     runs.write_config(folder, cfg)
     runs.write_clips(folder, {"sub-001": CLIPS[:2]}, {"sub-001": CLIPS[:n]})
     pred, true = (rng.standard_normal((n, 1, width)).astype(np.float32) for _ in range(2))
-    runs.write_predictions(folder, "sub-001", pred, true, [c.clip_id for c in CLIPS[:n]], true.mean(0))
+    runs.write_predictions(folder, "sub-001", pred, true, [c.clip_id for c in CLIPS[:n]],
+                         Standardiser.fit(true))
     return cfg, pred, true
 
 
@@ -32,7 +34,8 @@ def test_round_trip(tmp_path):
     assert OmegaConf.to_container(run.cfg) == OmegaConf.to_container(cfg)
     p = run.subjects["sub-001"]
     np.testing.assert_array_equal(p.pred, pred)
-    np.testing.assert_array_equal(p.train_mean, true.mean(0))
+    np.testing.assert_allclose(p.train_mean, true.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(p.scale.std, true.std(0), rtol=1e-6)
     assert run.test_clips("sub-001") == CLIPS  # clip metadata without reading BIDS events
     assert run.training_clips("sub-001") == CLIPS[:2]
 
@@ -47,6 +50,8 @@ def test_another_config_in_the_same_folder_is_refused(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.pop("train_mean"), "lacks train_mean"),
+    (lambda a: a.pop("train_std"), "lacks train_std"),
+    (lambda a: a.update(train_std=-a["train_std"]), "train_std must be finite and >= 0"),
     (lambda a: a.update(true=a["true"][:2]), "do not match"),
     (lambda a: a.update(pred=a["pred"].astype(np.float64)), "pred must be float32"),
     (lambda a: a["pred"].__setitem__((0, 0, 0), np.nan), "NaN or infinite"),

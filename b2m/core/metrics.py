@@ -3,13 +3,46 @@
 identification accuracy (Brain2Music): for each test clip i, the fraction of the
 other clips j with corr(pred_i, true_i) > corr(pred_i, true_j); mean over i;
 chance 0.5. top-k: the true clip ranks among the k best-correlated of all N.
+A tie counts half a win, and top-k breaks ties at random (its expectation), so
+that a prediction carrying no information scores chance exactly.
+
+Scored on comparable dimensions: an embedding's dimensions can differ in scale by
+orders of magnitude (log-mel means beside modulation energies), and a correlation
+across raw dimensions is then decided by the few largest. `decoding_metrics`
+first standardises every dimension of predictions and targets with the training
+clips' mean and sd (`Standardiser`), as Brain2Music and the plain reference do,
+and reports the raw-vector scores beside them as `<metric>_raw`. Per-dimension
+Pearson r is unchanged by the standardisation, so it has no `_raw` twin.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torchmetrics
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """Per-dimension mean and sd `[L, D]` of the training clips' embeddings; `standardiser(x)` maps
+    `[N, L, D]` to `(x - mean) / sd`. A dimension constant over the training clips carries no
+    information to compare and maps to 0."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, y) -> "Standardiser":
+        """From training embeddings `y` `[N, L, D]` (population sd, ddof 0)."""
+        y = np.asarray(y, dtype=np.float64)
+        return cls(y.mean(axis=0), y.std(axis=0))
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        std = np.where(self.std > 0, self.std, np.inf)
+        return (x - self.mean) / std
 
 
 def _flat(x) -> torch.Tensor:
@@ -28,20 +61,26 @@ def correlation_matrix(pred, true) -> torch.Tensor:
 
 
 def identification_accuracy(pred, true) -> float:
-    """Mean over clips of the fraction of other clips beaten by the right one (chance 0.5)."""
+    """Mean over clips of the fraction of other clips beaten by the right one, a tie counting half
+    (chance 0.5)."""
     c = correlation_matrix(pred, true)
     n = len(c)
     if n < 2:
         raise ValueError("identification accuracy needs at least 2 clips")
-    wins = (c.diagonal()[:, None] > c).double().sum(dim=1)  # the diagonal never beats itself
+    right = c.diagonal()[:, None]
+    ties = (right == c).double().sum(dim=1) - 1  # the right clip ties with itself
+    wins = (right > c).double().sum(dim=1) + 0.5 * ties
     return float((wins / (n - 1)).mean())
 
 
 def top_k_accuracy(pred, true, k: int) -> float:
-    """Fraction of clips whose true embedding is among the `k` best-correlated with the prediction."""
+    """Fraction of clips whose true embedding is among the `k` best-correlated with the prediction;
+    a clip tied with the right one is ranked above it with probability 1/2 (the expectation)."""
     c = correlation_matrix(pred, true)
-    rank = (c > c.diagonal()[:, None]).sum(dim=1)  # how many clips beat the right one
-    return float((rank < k).double().mean())
+    right = c.diagonal()[:, None]
+    better = (c > right).double().sum(dim=1)  # how many clips beat the right one
+    ties = (c == right).double().sum(dim=1) - 1
+    return float(((k - better) / (ties + 1)).clamp(0, 1).mean())
 
 
 def mean_pearson(pred, true) -> float:
@@ -58,15 +97,25 @@ def mean_cosine(pred, true) -> float:
     return float(torch.nn.functional.cosine_similarity(_flat(pred), _flat(true), dim=1).mean())
 
 
-def decoding_metrics(pred, true) -> dict[str, float]:
-    """All decoding metrics for one set of predictions: keys id_acc, top1, top5, pearson, cosine."""
-    return {name: fn(pred, true) for name, fn in METRICS.items()}
+def decoding_metrics(pred, true, scale: Standardiser) -> dict[str, float]:
+    """All decoding metrics for one set of predictions `[N, L, D]`: id_acc, top1, top5, pearson, cosine
+    on dimensions standardised by `scale`, then id_acc_raw, top1_raw, top5_raw, cosine_raw on the raw
+    vectors (the keys of `METRIC_KEYS`)."""
+    pred_z, true_z = scale(pred), scale(true)
+    out = {name: fn(pred_z, true_z) for name, fn in METRICS.items()}
+    out.update({f"{name}_raw": METRICS[name](pred, true) for name in RAW_METRICS})
+    return out
 
 
 def baseline_predictions(pred, train_mean, seed: int) -> dict[str, np.ndarray]:
     """The two baselines of every table, for test predictions `pred` `[N, L, D]`:
     `mean_train`, the mean training embedding `train_mean` `[L, D]` for every clip, and `shuffled`, the
-    predictions permuted so that no clip keeps its own (same distribution, wrong clip)."""
+    predictions permuted so that no clip keeps its own (same distribution, wrong clip).
+
+    Standardised with the training statistics, `mean_train` is the zero vector: it correlates
+    equally (0) with every clip, so by the tie rule it scores chance exactly (id_acc 0.5, top-k k/N,
+    pearson and cosine 0). Its raw-vector scores are what they were before standardisation existed.
+    """
     pred = np.asarray(pred)
     mean = np.broadcast_to(np.asarray(train_mean), pred.shape).copy()
     return {"mean_train": mean, "shuffled": derange(pred, seed)}
@@ -82,11 +131,12 @@ def derange(x, seed: int) -> np.ndarray:
     return out
 
 
-def metrics_table(pred, true, train_mean, seed: int) -> dict[str, float]:
-    """`test/<metric>` of the predictions and `baseline/<name>/<metric>` of both baselines."""
-    rows = {f"test/{k}": v for k, v in decoding_metrics(pred, true).items()}
-    for name, base in baseline_predictions(pred, train_mean, seed).items():
-        rows.update({f"baseline/{name}/{k}": v for k, v in decoding_metrics(base, true).items()})
+def metrics_table(pred, true, scale: Standardiser, seed: int) -> dict[str, float]:
+    """`test/<metric>` of the predictions and `baseline/<name>/<metric>` of both baselines, standardised
+    by the training clips' `scale` (and `_raw`)."""
+    rows = {f"test/{k}": v for k, v in decoding_metrics(pred, true, scale).items()}
+    for name, base in baseline_predictions(pred, scale.mean, seed).items():
+        rows.update({f"baseline/{name}/{k}": v for k, v in decoding_metrics(base, true, scale).items()})
     return rows
 
 
@@ -142,3 +192,6 @@ METRICS = {
     "pearson": mean_pearson,
     "cosine": mean_cosine,
 }
+# The metrics that standardisation changes, reported on raw vectors too as `<name>_raw`.
+RAW_METRICS = ("id_acc", "top1", "top5", "cosine")
+METRIC_KEYS = (*METRICS, *(f"{name}_raw" for name in RAW_METRICS))

@@ -3,7 +3,8 @@
     <run>/config.yaml                 the resolved config (data.*, target.*, decoder.*, seed, ...)
     <run>/clips.json                  every clip the run used: {"clips": {clip_id: {genre, track, start,
                                       end}}, "subjects": {subject: {"training": [clip_id, ...]}}}
-    <run>/predictions/<subject>.npz   pred, true float32 [N, L, D]; clip_ids unicode [N]; train_mean [L, D]
+    <run>/predictions/<subject>.npz   pred, true float32 [N, L, D]; clip_ids unicode [N]; train_mean, train_std
+                                      [L, D] (the training clips' embedding statistics, for scoring)
     <run>/metrics.json                the training job's metrics
 
 `clips.json` lets evaluation, retrieval and generation know what a clip is (its genre,
@@ -25,22 +26,30 @@ from b2m.core.clips import Clip, sanitise
 from b2m.core.config import save_config
 from b2m.core.errors import B2MError
 from b2m.core.io import save_npz, write_json
+from b2m.core.metrics import Standardiser
 
 CONFIG = "config.yaml"
 CLIPS = "clips.json"
 PREDICTIONS = "predictions"
-PREDICTION_KEYS = ("pred", "true", "clip_ids", "train_mean")
+PREDICTION_KEYS = ("pred", "true", "clip_ids", "train_mean", "train_std")
 
 
 @dataclass
 class SubjectPredictions:
-    """One subject's test predictions: `pred`, `true` `[N, L, D]`, `clip_ids[n]`, `train_mean` `[L, D]`."""
+    """One subject's test predictions: `pred`, `true` `[N, L, D]`, `clip_ids[n]`, and the mean and sd
+    `[L, D]` of the training clips' embeddings."""
 
     subject: str
     pred: np.ndarray
     true: np.ndarray
     clip_ids: list[str]
     train_mean: np.ndarray
+    train_std: np.ndarray
+
+    @property
+    def scale(self) -> Standardiser:
+        """What the decoding metrics standardise with."""
+        return Standardiser(self.train_mean.astype(np.float64), self.train_std.astype(np.float64))
 
 
 @dataclass
@@ -90,11 +99,13 @@ def write_clips(out_dir: str | Path, training: dict[str, list[Clip]], test: dict
 
 
 def write_predictions(out_dir: str | Path, subject: str, pred: np.ndarray, true: np.ndarray,
-                      clip_ids: list[str], train_mean: np.ndarray) -> Path:
-    """Write `<out_dir>/predictions/<subject>.npz` (float32 arrays, unicode clip ids); returns its path."""
+                      clip_ids: list[str], scale: Standardiser) -> Path:
+    """Write `<out_dir>/predictions/<subject>.npz` (float32 arrays, unicode clip ids) with the training
+    clips' statistics `scale`; returns its path."""
     path = Path(out_dir) / PREDICTIONS / f"{sanitise(subject)}.npz"
     save_npz(path, pred=np.asarray(pred, np.float32), true=np.asarray(true, np.float32),
-             clip_ids=np.array([str(c) for c in clip_ids]), train_mean=np.asarray(train_mean, np.float32))
+             clip_ids=np.array([str(c) for c in clip_ids]), train_mean=np.asarray(scale.mean, np.float32),
+             train_std=np.asarray(scale.std, np.float32))
     return path
 
 
@@ -120,10 +131,14 @@ def read_predictions(path: str | Path) -> SubjectPredictions:
     missing = [k for k in PREDICTION_KEYS if k not in arrays]
     if missing:
         raise B2MError(f"{path}: predictions file lacks {', '.join(missing)}")
-    pred, true, ids, mean = (arrays[k] for k in PREDICTION_KEYS)
-    if pred.ndim != 3 or pred.shape != true.shape or ids.shape != (len(pred),) or mean.shape != pred.shape[1:]:
-        raise B2MError(f"{path}: pred {list(pred.shape)}, true {list(true.shape)}, train_mean {list(mean.shape)} "
-                       f"and clip_ids {list(ids.shape)} do not match (expected [N, L, D], [N, L, D], [L, D], [N])")
+    pred, true, ids, mean, std = (arrays[k] for k in PREDICTION_KEYS)
+    if (pred.ndim != 3 or pred.shape != true.shape or ids.shape != (len(pred),) or mean.shape != pred.shape[1:]
+            or std.shape != mean.shape):
+        raise B2MError(f"{path}: pred {list(pred.shape)}, true {list(true.shape)}, train_mean {list(mean.shape)}, "
+                       f"train_std {list(std.shape)} and clip_ids {list(ids.shape)} do not match (expected "
+                       f"[N, L, D], [N, L, D], [L, D], [L, D], [N])")
+    if not (np.isfinite(std).all() and (std >= 0).all()):
+        raise B2MError(f"{path}: train_std must be finite and >= 0")
     if pred.dtype != np.float32 or ids.dtype.kind != "U":
         raise B2MError(f"{path}: pred must be float32 and clip_ids unicode, got {pred.dtype} and {ids.dtype}")
     if not np.isfinite(pred).all():
@@ -131,7 +146,8 @@ def read_predictions(path: str | Path) -> SubjectPredictions:
     clip_ids = [str(c) for c in ids]
     if len({sanitise(c) for c in clip_ids}) != len(clip_ids):
         raise B2MError(f"{path}: clip_ids are not unique (after making them safe file names)")
-    return SubjectPredictions(path.stem, pred, true.astype(np.float32), clip_ids, mean.astype(np.float32))
+    return SubjectPredictions(path.stem, pred, true.astype(np.float32), clip_ids, mean.astype(np.float32),
+                              std.astype(np.float32))
 
 
 def load_run(path: str | Path) -> Run:

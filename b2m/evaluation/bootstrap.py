@@ -4,8 +4,10 @@ A bootstrap sample draws N clips with replacement; it is represented by the coun
 `[N]` of each original clip. Every metric is recomputed on the sample: identification
 and top-k compare each drawn clip with the *distinct* other clips of the sample (a
 duplicate of the right clip is the same clip, not a competitor; top-k ranks are
-rescaled to the full set's N - 1 competitors), Pearson is computed across the drawn
-clips (duplicates weigh double), cosine is averaged over them.
+rescaled to the full set's N - 1 competitors; ties count as in `b2m.core.metrics`: half a
+win, and half a chance of ranking above), Pearson is computed across the drawn clips
+(duplicates weigh double), cosine is averaged over them. Inputs are scored as given: the
+caller standardises them.
 """
 
 from __future__ import annotations
@@ -33,25 +35,37 @@ def bootstrap_metrics(pred, true, counts: np.ndarray) -> dict[str, np.ndarray]:
     m = np.asarray(counts, dtype=np.float64)  # [B, N]
     present = (m > 0).astype(np.float64)
     n_present = present.sum(axis=1)  # [B]
-    # beats[i, j]: the right clip i is closer to pred i than clip j is (never for j == i).
-    beats = (np.diag(c)[:, None] > c).astype(np.float64)
+    right = np.diag(c)[:, None]
+    tied = (c == right) & ~np.eye(n, dtype=bool)  # [i, j]: clip j ties with the right clip i
+    # beats[i, j]: the right clip i is closer to pred i than clip j is (never for j == i); a tie is half.
+    beats = (right > c) + 0.5 * tied
     wins = present @ beats.T  # [B, N]: distinct drawn competitors that clip i beats
-    losses = present @ (c > np.diag(c)[:, None]).astype(np.float64).T  # competitors ranked above clip i
+    losses = present @ (c > right).astype(np.float64).T  # competitors ranked above clip i
+    ties = present @ tied.astype(np.float64).T
     with np.errstate(invalid="ignore", divide="ignore"):
         per_clip_id = wins / (n_present[:, None] - 1)
         # A sample holds fewer distinct competitors than the N - 1 of the test set, which would make
         # top-k easier: the rank is rescaled to N - 1 competitors (exact when all clips are drawn).
         rank = losses * (n - 1) / (n_present[:, None] - 1)
+        ties = ties * (n - 1) / (n_present[:, None] - 1)
+    rank, ties = np.nan_to_num(rank, nan=np.inf), np.nan_to_num(ties)
     out = {
         "id_acc": _weighted_mean(np.nan_to_num(per_clip_id), m),
-        "top1": _weighted_mean(np.nan_to_num(rank, nan=np.inf) < 1, m),
-        "top5": _weighted_mean(np.nan_to_num(rank, nan=np.inf) < 5, m),
+        "top1": _weighted_mean(_top_k(rank, ties, 1), m),
+        "top5": _weighted_mean(_top_k(rank, ties, 5), m),
         "cosine": _weighted_mean(np.broadcast_to(_cosines(pred, true), m.shape), m),
         "pearson": _weighted_pearson(pred, true, m),
     }
     out["id_acc"][n_present < 2] = np.nan  # one distinct clip: nothing to identify against
     assert set(out) == set(METRICS)
     return out
+
+
+def _top_k(rank: np.ndarray, ties: np.ndarray, k: int) -> np.ndarray:
+    """P(the right clip is among the top k) with `rank` competitors above it and `ties` tied, ties broken
+    at random: `[B, N]`."""
+    with np.errstate(invalid="ignore"):
+        return np.where(ties > 0, np.clip((k - rank) / (ties + 1), 0.0, 1.0), rank < k)
 
 
 def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -2,8 +2,10 @@
 
 A *scored set* is what one row group of the table compares: draws of decoded
 embeddings `[K, N, L, D]` (K = 1 for predictions; K samples or ranks for
-reconstructions) against the true embeddings `[N, L, D]` of N clips. Point values
-are the metrics of `b2m.evaluation.metrics` averaged over the draws. The bootstrap
+reconstructions) against the true embeddings `[N, L, D]` of N clips, both standardised
+with the training clips' statistics in that space (`b2m.core.metrics.Standardiser`;
+`_raw` keys score the raw vectors). Point values are the metrics of `b2m.core.metrics`
+averaged over the draws. The bootstrap
 resamples clips, with the same draw of clips for every subject (clips are matched
 by id), so the interval of the across-subject mean accounts for the shared clips.
 
@@ -18,17 +20,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
-from b2m.core.metrics import METRICS, aggregate_subjects, baseline_predictions, decoding_metrics
+from b2m.core.metrics import (METRIC_KEYS, RAW_METRICS, Standardiser, aggregate_subjects, baseline_predictions,
+                              decoding_metrics)
 from b2m.core.runs import Run
 
 
 @dataclass
 class ScoredSet:
-    """Decoded draws `[K, N, L, D]` of the clips `clip_ids[n]`, and their true embeddings `[N, L, D]`."""
+    """Decoded draws `[K, N, L, D]` of the clips `clip_ids[n]`, their true embeddings `[N, L, D]`, and
+    the training clips' statistics `scale` in the same space."""
 
     draws: np.ndarray
     true: np.ndarray
     clip_ids: list[str]
+    scale: Standardiser
+
+    def bootstrap(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Every key of `METRIC_KEYS` on each bootstrap sample `counts` `[B, N]`, averaged over the draws."""
+        true_z = self.scale(self.true)
+        per_draw = []
+        for draw in self.draws:
+            values = bootstrap_metrics(self.scale(draw), true_z, counts)
+            raw = bootstrap_metrics(draw, self.true, counts)
+            per_draw.append(values | {f"{name}_raw": raw[name] for name in RAW_METRICS})
+        return _mean_dicts(per_draw)
 
 
 def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, level: float) -> dict[str, float]:
@@ -43,9 +58,9 @@ def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, le
     for subject, per_subject in sets.items():
         for prefix, scored in per_subject.items():
             sub_counts = counts[:, [position[c] for c in scored.clip_ids]]
-            point = _mean_dicts([decoding_metrics(d, scored.true) for d in scored.draws])
-            boot = _mean_dicts([bootstrap_metrics(d, scored.true, sub_counts) for d in scored.draws])
-            for name in METRICS:
+            point = _mean_dicts([decoding_metrics(d, scored.true, scored.scale) for d in scored.draws])
+            boot = scored.bootstrap(sub_counts)
+            for name in METRIC_KEYS:
                 key = f"{prefix}/{name}"
                 points.setdefault(subject, {})[key] = float(point[name])
                 low, high = confidence_interval(boot[name], level)
@@ -82,7 +97,7 @@ def decoding_sets(run: Run, seed: int) -> dict[str, dict[str, ScoredSet]]:
     sets: dict[str, dict[str, ScoredSet]] = {}
     for subject, p in run.subjects.items():
         base = baseline_predictions(p.pred, p.train_mean, seed)
-        sets[subject] = {"test": ScoredSet(p.pred[None], p.true, p.clip_ids)}
+        sets[subject] = {"test": ScoredSet(p.pred[None], p.true, p.clip_ids, p.scale)}
         for name, pred in base.items():
-            sets[subject][f"baseline/{name}"] = ScoredSet(pred[None], p.true, p.clip_ids)
+            sets[subject][f"baseline/{name}"] = ScoredSet(pred[None], p.true, p.clip_ids, p.scale)
     return sets

@@ -14,14 +14,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from b2m.core.clips import GENRES
 from b2m.core.config import group_config
-from b2m.core.metrics import aggregate_subjects, correlation_matrix
-from b2m.core.ridge import RidgeCV
+from b2m.core.metrics import Standardiser, aggregate_subjects, correlation_matrix
 from b2m.core.runs import Run
 from b2m.data.subjects import SubjectSplits, load_subject
+from b2m.decoders import build_decoder
 from b2m.targets import build_space
 from b2m.targets.dataset import clip_targets
 
@@ -29,18 +29,21 @@ from b2m.targets.dataset import clip_targets
 def identification_against(pred, true, target: Sequence[int]) -> float:
     """Identification accuracy of queries `pred` `[n, L, D]` among candidates `true` `[M, L, D]`:
     query i's right candidate is `true[target[i]]`; the mean over queries of the fraction of the
-    other M - 1 candidates it beats (chance 0.5)."""
+    other M - 1 candidates it beats, a tie counting half (chance 0.5). Inputs are scored as given."""
     c = correlation_matrix(pred, true)  # [n, M]
     target = torch.as_tensor(np.asarray(target, dtype=np.int64))
-    right = c[torch.arange(len(c)), target]
-    wins = (right[:, None] > c).double().sum(dim=1)
+    right = c[torch.arange(len(c)), target][:, None]
+    wins = (right > c).double().sum(dim=1) + 0.5 * ((right == c).double().sum(dim=1) - 1)
     return float((wins / (c.shape[1] - 1)).mean())
 
 
-def leave_one_genre_out(splits: SubjectSplits, alphas: Sequence[float], n_folds: int) -> dict[str, float | None]:
-    """`<genre>/within` and `<genre>/all` for every genre with test clips (`within` None if it has one)."""
+def leave_one_genre_out(splits: SubjectSplits, ridge: DictConfig) -> dict[str, float | None]:
+    """`<genre>/within` and `<genre>/all` for every genre with test clips (`within` None if it has one),
+    refitting the ridge decoder config `ridge` without each genre; scored on dimensions standardised
+    with all training clips' statistics."""
     x = np.concatenate([splits.train.x, splits.val.x])
     y = np.concatenate([splits.train.y, splits.val.y])
+    scale = Standardiser.fit(y)
     train_genres = np.array([c.genre for c in splits.train.clips + splits.val.clips])
     test, test_genres = splits.test, np.array([c.genre for c in splits.test.clips])
     rows: dict[str, float | None] = {}
@@ -49,11 +52,12 @@ def leave_one_genre_out(splits: SubjectSplits, alphas: Sequence[float], n_folds:
         keep = train_genres != genre
         if held.size == 0 or not keep.any():
             continue
-        ridge = RidgeCV(alphas=list(alphas), n_folds=min(n_folds, int(keep.sum())))
-        ridge.fit(x[keep].reshape(int(keep.sum()), -1), y[keep].reshape(int(keep.sum()), -1))
-        pred = ridge.predict(test.x[held].reshape(len(held), -1))
-        rows[f"{genre}/all"] = identification_against(pred, test.y, held)
-        rows[f"{genre}/within"] = (identification_against(pred, test.y[held], np.arange(len(held)))
+        cfg = OmegaConf.merge(ridge, {"n_folds": min(int(ridge.n_folds), int(keep.sum()))})
+        decoder = build_decoder(cfg, [x.shape[2]], x.shape[1], y.shape[1:])
+        decoder.fit_closed_form(0, x[keep], y[keep])
+        pred = scale(decoder.predict_windows(test.x[held], 0))
+        rows[f"{genre}/all"] = identification_against(pred, scale(test.y), held)
+        rows[f"{genre}/within"] = (identification_against(pred, scale(test.y[held]), np.arange(len(held)))
                                    if len(held) > 1 else None)
     return rows
 
@@ -75,7 +79,7 @@ def logo_section(run: Run) -> tuple[dict, str]:
     for subject in run.subjects:
         splits = load_subject(run.cfg.data, subject, lambda clips: clip_targets(run.cfg.data, space, clips),
                               int(run.cfg.get("seed", 0)))
-        rows = leave_one_genre_out(splits, list(ridge.alphas), int(ridge.n_folds))
+        rows = leave_one_genre_out(splits, ridge)
         per_subject[subject] = {f"logo/{k}": v for k, v in rows.items()}
     out = aggregate_subjects(per_subject)
     out["logo/decoder"] = note

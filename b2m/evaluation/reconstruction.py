@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from b2m.core.config import group_config
 from b2m.core.errors import B2MError
-from b2m.core.metrics import derange
+from b2m.core.metrics import Standardiser, derange
 from b2m.core.runs import Run
 from b2m.data.stimuli import load_audio_file
 from b2m.evaluation.decoding import ScoredSet
@@ -85,7 +85,7 @@ def reconstruction_space(name: str, run: Run) -> EmbeddingSpace:
 def reconstruction_sets(run: Run, recon: dict[str, Reconstructions], spaces: dict[str, EmbeddingSpace],
                         max_draws: int, seed: int) -> dict[str, dict[str, ScoredSet]]:
     """`sets[subject]["<kind>/<space>"]` (and its `.../shuffled` baseline) for every reconstruction kind
-    and audio space."""
+    and audio space, standardised by the subject's training clips embedded in that space."""
     sets: dict[str, dict[str, ScoredSet]] = {}
     for kind, per_subject in recon.items():
         for subject, per_clip in per_subject.items():
@@ -93,9 +93,11 @@ def reconstruction_sets(run: Run, recon: dict[str, Reconstructions], spaces: dic
             ids = [c for c in run.subjects[subject].clip_ids if c in per_clip]
             for name, space in spaces.items():
                 true = np.stack([v for v in clip_targets(run.cfg.data, space, [by_id[c] for c in ids]).values()])
+                training = clip_targets(run.cfg.data, space, run.training_clips(subject))
+                scale = Standardiser.fit(np.stack(list(training.values())))
                 emb = reconstruction_draws(space, per_clip, ids, max_draws)
-                shuffled = ScoredSet(np.stack([derange(d, seed) for d in emb]), true, ids)
-                sets.setdefault(subject, {})[f"{kind}/{name}"] = ScoredSet(emb, true, ids)
+                shuffled = ScoredSet(np.stack([derange(d, seed) for d in emb]), true, ids, scale)
+                sets.setdefault(subject, {})[f"{kind}/{name}"] = ScoredSet(emb, true, ids, scale)
                 sets[subject][f"{kind}/{name}/shuffled"] = shuffled
     return sets
 

@@ -2,7 +2,8 @@
 
 Writes the run folder (`b2m.core.runs`) into `out_dir`: `config.yaml` (resolved),
 `clips.json`, `predictions/<subject>.npz` (`pred` and `true` float32 `[N, L, D]`,
-`clip_ids` `[N]`, `train_mean` `[L, D]`: the mean training embedding, for the baseline),
+`clip_ids` `[N]`, `train_mean`, `train_std` `[L, D]`: the training clips' embedding statistics, which
+the metrics standardise with and the mean-training baseline predicts),
 `metrics.json`, and for trained decoders `checkpoints/{best,last}.ckpt`. A rerun of the
 same config resumes from `last.ckpt`; another config in the same out_dir is refused.
 """
@@ -22,7 +23,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from b2m.core import runs
 from b2m.core.io import write_json
-from b2m.core.metrics import aggregate_subjects, metrics_table
+from b2m.core.metrics import Standardiser, aggregate_subjects, metrics_table
 from b2m.data.bids import subject_label
 from b2m.data.datamodule import BrainDataModule
 from b2m.data.subjects import load_subject
@@ -76,9 +77,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     for s, subject in enumerate(subjects):
         test = subject.test
         pred = decoder.predict_windows(test.x, s)
-        train_mean = subject.train.y.mean(axis=0)
-        runs.write_predictions(out_dir, subject.subject, pred, test.y, test.clip_ids, train_mean)
-        per_subject[subject.subject] = metrics_table(pred, test.y, train_mean, seed=seed)
+        scale = Standardiser.fit(np.concatenate([subject.train.y, subject.val.y]))
+        runs.write_predictions(out_dir, subject.subject, pred, test.y, test.clip_ids, scale)
+        per_subject[subject.subject] = metrics_table(pred, test.y, scale, seed=seed)
     metrics = aggregate_subjects(per_subject)
     metrics["n_test_clips"] = len(subjects[0].test.clips)
     if logger is not None:
