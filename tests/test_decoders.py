@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from b2m.core.config import compose
+from b2m.core.errors import B2MError
 from b2m.decoders import build_decoder
 from b2m.decoders.losses import contrastive_loss, cosine_loss
 from b2m.core.ridge import RidgeCV
@@ -77,7 +78,8 @@ def test_losses_match_references():
 def test_ridge_decoder_equals_the_solver():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 3, 40)).astype(np.float32), rng.normal(size=(60, 1, 5)).astype(np.float32)
-    cfg = compose("train", ["decoder.n_folds=3"]).decoder
+    cfg = compose("train", ["decoder.n_folds=3", "decoder.features=fir", "decoder.voxels=all",
+                            "decoder.alpha_per_target=true", "decoder.scoring=neg_mse"]).decoder
     decoder = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
     decoder.fit_closed_form(0, x, y)
     ridge = RidgeCV(alphas=list(cfg.alphas), n_folds=3).fit(x.reshape(60, -1), y.reshape(60, -1))
@@ -87,6 +89,57 @@ def test_ridge_decoder_equals_the_solver():
     other = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
     other.load_state_dict(state)
     assert torch.equal(other(torch.from_numpy(x), 0), decoder(torch.from_numpy(x), 0))
+
+
+def sklearn_encoding_weights(x, y, alphas, n_folds):
+    """Per voxel: the best alpha's mean CV R^2 of a ridge from the standardised embedding to the voxel's
+    window mean, written with scikit-learn; the weight is its square root (0 where R^2 <= 0)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold
+
+    yz = y.reshape(len(y), -1)
+    yz = (yz - yz.mean(0)) / yz.std(0)
+    target = x.mean(axis=1)
+    scores = np.zeros((len(alphas), target.shape[1]))
+    for i, alpha in enumerate(alphas):
+        for train, val in KFold(n_folds).split(yz):
+            model = Ridge(alpha=alpha).fit(yz[train], target[train])
+            scores[i] += r2_score(target[val], model.predict(yz[val]), multioutput="raw_values") / n_folds
+    return np.sqrt(np.clip(scores.max(0), 0, None))
+
+
+def test_ridge_decoder_window_mean_and_encoding_weights_match_sklearn():
+    """The default ridge: voxels weighted by their CV encoding r, the window mean, one shared alpha;
+    the same decoder written with scikit-learn gives the same weights and predictions. Voxels without
+    signal get (near) zero weight."""
+    from sklearn.linear_model import RidgeCV as SklearnRidgeCV
+    from sklearn.model_selection import KFold
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(80, 1, 6))
+    signal = (y[:, 0] @ rng.normal(size=(6, 10)))[:, None, :] + 0.5 * rng.normal(size=(80, 4, 10))
+    x = np.concatenate([signal, rng.normal(size=(80, 4, 30))], axis=2).astype(np.float32)  # 10 tuned, 30 noise
+    cfg = compose("train", ["decoder.n_folds=4", "decoder.dtype=float64"]).decoder
+    assert (cfg.features, cfg.voxels, cfg.alpha_per_target) == ("mean", "encoding", False)
+    decoder = build_decoder(cfg, n_voxels=[40], n_window=4, target_shape=(1, 6))
+    decoder.fit_closed_form(0, x, y)
+
+    weights = sklearn_encoding_weights(x.astype(np.float64), y, list(cfg.encoding_alphas), 4)
+    np.testing.assert_allclose(decoder.voxel_weight_0.numpy(), weights, rtol=1e-4, atol=1e-4)
+    assert weights[:10].min() > 0.5 and weights[10:].mean() < 0.15
+    features = x.mean(axis=1) * weights
+    reference = SklearnRidgeCV(alphas=list(cfg.alphas), cv=KFold(4), scoring="r2").fit(features, y[:, 0])
+    x_new = rng.normal(size=(7, 4, 40)).astype(np.float32)
+    np.testing.assert_allclose(decoder(torch.from_numpy(x_new), 0).detach().numpy()[:, 0],
+                               reference.predict(x_new.mean(axis=1) * weights), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("key, value", [("features", "delays"), ("voxels", "best")])
+def test_ridge_decoder_rejects_unknown_choices(key, value):
+    cfg = compose("train", [f"decoder.{key}={value}"]).decoder
+    with pytest.raises(B2MError, match=f"decoder.{key}: '{value}' is not one of"):
+        build_decoder(cfg, n_voxels=[4], n_window=2, target_shape=(1, 2))
 
 
 KILL_SCRIPT = """

@@ -228,3 +228,19 @@ def test_cv_scores_match_fold_by_fold_solves(shape, scoring):
                 expected[i] += sklearn_r2(Y[val], prediction, multioutput="raw_values")
     np.testing.assert_allclose(model.cv_scores_, expected / 4, rtol=1e-9)
     np.testing.assert_array_equal(model.best_alphas_, np.asarray(alphas)[(expected / 4).argmax(0)])
+
+
+@pytest.mark.parametrize("solver", ["primal", "kernel"])
+def test_shared_alpha_matches_sklearn(solver):
+    """alpha_per_target=False: the alpha of the best R^2 averaged over targets and folds, as
+    scikit-learn's RidgeCV(alpha_per_target=False) with the same folds."""
+    from sklearn.linear_model import RidgeCV as SklearnRidgeCV
+
+    X, Y, X_test = make_data(60, 20 if solver == "primal" else 100, 8)
+    model = RidgeCV(alphas=ALPHAS, n_folds=5, solver=solver, scoring="r2", alpha_per_target=False,
+                    dtype="float64").fit(X, Y)
+    reference = SklearnRidgeCV(alphas=ALPHAS, cv=KFold(5), scoring="r2").fit(X, Y)
+    assert (model.best_alphas_ == reference.alpha_).all()
+    np.testing.assert_allclose(model.predict(X_test), reference.predict(X_test), rtol=1e-5, atol=1e-6)
+    per_target = RidgeCV(alphas=ALPHAS, n_folds=5, solver=solver, scoring="r2", dtype="float64").fit(X, Y)
+    assert len(set(per_target.best_alphas_)) > 1  # the data do ask for different alphas per target

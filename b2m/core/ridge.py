@@ -81,9 +81,14 @@ class RidgeCV:
         scoring: validation score maximised by the alpha search, averaged over
             folds: "neg_mse" (minus the mean squared error, himalaya's default
             ``l2_neg_loss``) or "r2" (coefficient of determination per fold).
+        alpha_per_target: one alpha per target (himalaya's choice); False picks
+            one alpha for all targets, the best score averaged over targets
+            (scikit-learn's ``RidgeCV(alpha_per_target=False)``). With few samples
+            per target a shared alpha is the less noisy choice.
 
     Fitted attributes:
-        best_alphas_: [T] chosen alpha per target (float64, values of the grid).
+        best_alphas_: [T] chosen alpha per target (float64, values of the grid;
+            all equal without alpha_per_target).
         coef_: [F, T] weights; intercept_: [T] (zeros without fit_intercept).
         cv_scores_: [n_alphas, T] validation score averaged over folds (float64).
         solver_: "kernel" or "primal", the form used.
@@ -100,6 +105,7 @@ class RidgeCV:
         seed: int = 0,
         solver: str = "auto",
         scoring: str = "neg_mse",
+        alpha_per_target: bool = True,
     ) -> None:
         self.alphas = alphas
         self.n_folds = n_folds
@@ -110,12 +116,13 @@ class RidgeCV:
         self.seed = seed
         self.solver = solver
         self.scoring = scoring
+        self.alpha_per_target = alpha_per_target
 
     # ------------------------------------------------------------------ public API
 
     @torch.no_grad()
     def fit(self, X: np.ndarray | torch.Tensor, Y: np.ndarray | torch.Tensor) -> RidgeCV:
-        """Choose one alpha per target by K-fold CV, then refit on all samples.
+        """Choose alphas by K-fold CV (per target, or one shared), then refit on all samples.
 
         Args:
             X: [N, F] features (e.g. voxels x delays per sample).
@@ -152,7 +159,11 @@ class RidgeCV:
         scores /= len(folds)
 
         # Same tie-break as himalaya: on equal scores prefer the larger alpha.
-        best = (scores + 1e-10 * torch.log(alphas.double())[:, None]).argmax(0)
+        tie_break = 1e-10 * torch.log(alphas.double())[:, None]
+        if self.alpha_per_target:
+            best = (scores + tie_break).argmax(0)
+        else:
+            best = (scores.mean(1, keepdim=True) + tie_break).argmax(0).expand(Y.shape[1])
         coef = self._refit(X, Y, kernel, alphas[best])
         intercept = y_mean - x_mean @ coef if self.fit_intercept else torch.zeros_like(coef[0])
 

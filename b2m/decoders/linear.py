@@ -1,5 +1,25 @@
-"""Ridge decoder: one closed-form linear map per subject from the flattened window to the
-embedding, alphas per embedding dimension by K-fold cross-validation (the Brain2Music decoder)."""
+"""Ridge decoder: one closed-form linear map per subject from features of the window to the
+embedding (the Brain2Music decoder), its regularisation chosen by K-fold cross-validation.
+
+Features of a window `x` `[N, W, V]` (W FIR delays of V voxels), `features=`:
+
+- `mean`: the mean over the W delays, `[N, V]`: the response to the whole clip, W times less
+  noisy per voxel than one delay, and W times fewer weights to fit;
+- `fir`: the delays side by side, `[N, W * V]`: lets each voxel have its own time course,
+  at the price of W times the weights;
+- `mean_fir`: both, the FIR block scaled by `1 / sqrt(W)` so that the two blocks have the same
+  total variance under one ridge penalty.
+
+`alpha_per_target=false` picks one alpha for all embedding dimensions, by the mean CV score
+(`scoring`); with a few hundred training clips a per-dimension choice mostly fits noise.
+
+`voxels=encoding` weights each voxel by how well the embedding predicts it, measured on the
+training windows only: an encoding ridge from the standardised embedding `[N, L * D]` to the
+voxel's window mean, its K-fold CV R^2 (best alpha of `encoding_alphas`, per voxel), and the
+weight `sqrt(max(R^2, 0))`, the CV correlation: voxels that carry no stimulus signal (most of
+cortex) get weight 0, and the decoder's single alpha no longer has to suit signal and noise
+voxels at once. `voxels=all` uses every voxel as it is.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +28,43 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from b2m.decoders.base import Decoder
+from b2m.core.errors import B2MError
 from b2m.core.ridge import RidgeCV
+from b2m.decoders.base import Decoder
+
+FEATURES = ("mean", "fir", "mean_fir")
+VOXELS = ("all", "encoding")
+
+
+def window_features(x: torch.Tensor, features: str) -> torch.Tensor:
+    """`[N, W, V]` windows -> `[N, F]` features (see the module doc)."""
+    if features == "mean":
+        return x.mean(dim=1)
+    flat = x.reshape(len(x), -1)
+    if features == "fir":
+        return flat
+    return torch.cat([x.mean(dim=1), flat / x.shape[1] ** 0.5], dim=1)
+
+
+def n_features(features: str, n_window: int, n_voxels: int) -> int:
+    return {"mean": n_voxels, "fir": n_window * n_voxels, "mean_fir": (n_window + 1) * n_voxels}[features]
+
+
+def encoding_weights(x: np.ndarray, y: np.ndarray, alphas: Sequence[float], n_folds: int, dtype: str,
+                     device: str) -> np.ndarray:
+    """Per-voxel weights `[V]` from training windows `x` `[N, W, V]` and embeddings `y` `[N, L, D]`: the
+    CV correlation `sqrt(max(R^2, 0))` of an encoding ridge from the embedding to the window mean."""
+    y = np.asarray(y, np.float64).reshape(len(y), -1)
+    sd = y.std(axis=0)
+    y = (y - y.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    ridge = RidgeCV(alphas=list(alphas), n_folds=n_folds, dtype=dtype, device=device, scoring="r2")
+    ridge.fit(y, np.asarray(x, np.float32).mean(axis=1))
+    return np.sqrt(np.clip(ridge.cv_scores_.max(axis=0), 0.0, None)).astype(np.float32)
 
 
 class RidgeDecoder(Decoder):
-    """Per subject s: `y = flatten(x) @ coef[s] + intercept[s]`, `coef[s]` `[W * V_s, L * D]`.
+    """Per subject s: `y = window_features(x * voxel_weight[s]) @ coef[s] + intercept[s]`, `coef[s]`
+    `[F_s, L * D]`, `voxel_weight[s]` `[V_s]`.
 
     The weights are buffers, so a checkpoint holds the fitted decoder.
     """
@@ -21,25 +72,37 @@ class RidgeDecoder(Decoder):
     closed_form = True
 
     def __init__(self, n_voxels: list[int], n_window: int, target_shape: tuple[int, int],
-                 alphas: Sequence[float], n_folds: int, dtype: str, device: str) -> None:
+                 alphas: Sequence[float], n_folds: int, dtype: str, device: str, features: str,
+                 alpha_per_target: bool, scoring: str, voxels: str, encoding_alphas: Sequence[float]) -> None:
         super().__init__(n_voxels, n_window, target_shape)
+        if features not in FEATURES:
+            raise B2MError(f"config: decoder.features: {features!r} is not one of {', '.join(FEATURES)}")
+        if voxels not in VOXELS:
+            raise B2MError(f"config: decoder.voxels: {voxels!r} is not one of {', '.join(VOXELS)}")
         self.save_hyperparameters()
         n_out = self.target_shape[0] * self.target_shape[1]
         for s, v in enumerate(self.n_voxels):
-            self.register_buffer(f"coef_{s}", torch.zeros(n_window * v, n_out))
+            self.register_buffer(f"voxel_weight_{s}", torch.ones(v))
+            self.register_buffer(f"coef_{s}", torch.zeros(n_features(features, n_window, v), n_out))
             self.register_buffer(f"intercept_{s}", torch.zeros(n_out))
             self.register_buffer(f"alphas_{s}", torch.zeros(n_out))
 
     def fit_closed_form(self, subject: int, x: np.ndarray, y: np.ndarray) -> None:
         """Fit subject `subject` on windows `x` `[N, W, V]` and targets `y` `[N, L, D]`."""
         hp = self.hparams
-        ridge = RidgeCV(alphas=list(hp.alphas), n_folds=hp.n_folds, dtype=hp.dtype, device=hp.device)
-        ridge.fit(np.asarray(x).reshape(len(x), -1), np.asarray(y).reshape(len(y), -1))
+        weight = getattr(self, f"voxel_weight_{subject}")
+        if hp.voxels == "encoding":
+            weight.copy_(torch.from_numpy(encoding_weights(x, y, hp.encoding_alphas, hp.n_folds, hp.dtype, hp.device)))
+        ridge = RidgeCV(alphas=list(hp.alphas), n_folds=hp.n_folds, dtype=hp.dtype, device=hp.device,
+                        alpha_per_target=hp.alpha_per_target, scoring=hp.scoring)
+        features = window_features(torch.as_tensor(np.asarray(x, np.float32)) * weight, hp.features)
+        ridge.fit(features, np.asarray(y).reshape(len(y), -1))
         getattr(self, f"coef_{subject}").copy_(torch.from_numpy(ridge.coef_))
         getattr(self, f"intercept_{subject}").copy_(torch.from_numpy(ridge.intercept_))
         getattr(self, f"alphas_{subject}").copy_(torch.from_numpy(ridge.best_alphas_))
 
     def forward(self, x: torch.Tensor, subject: int) -> torch.Tensor:
         coef = getattr(self, f"coef_{subject}")
-        out = x.reshape(len(x), -1).to(coef.dtype) @ coef + getattr(self, f"intercept_{subject}")
+        x = x.to(coef.dtype) * getattr(self, f"voxel_weight_{subject}")
+        out = window_features(x, self.hparams.features) @ coef + getattr(self, f"intercept_{subject}")
         return out.reshape(len(x), *self.target_shape)
