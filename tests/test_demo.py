@@ -268,7 +268,7 @@ def test_signal_fraction_is_the_explained_variance(tiny):
     designs = DesignBuilder(StimulusSet(tiny / "stimuli"))
     r2 = []
     for run in TINY_RUNS[:2]:
-        pred = designs.design(run.func_path(tiny, "events.tsv")) @ truth["weights"][tuned].T
+        pred = designs.designs(run.func_path(tiny, "events.tsv"), (5.0,))[0] @ truth["weights"][tuned].T
         r2.append(corr_columns(detrended(load_bold(tiny, run), mask)[:, tuned], pred) ** 2)
     r2 = np.mean(r2, axis=0)
     signal = truth["signal_fraction"][tuned]
@@ -358,3 +358,51 @@ def test_cli_refuses_a_file_as_output(tmp_path, capsys):
 def test_plan_runs_orders_and_limits():
     runs = plan_runs(PRESETS["default"], (2,), 1, 2)
     assert runs == [Run(2, "Training", 1), Run(2, "Test", 1), Run(2, "Test", 2)]
+
+
+# ---- the second world ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second(tiny, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("second") / "tiny"
+    link_stimuli(tiny, root)
+    build_dataset(root, "tiny", subjects=(1,), max_training_runs=2, max_test_runs=0, seed=0, workers=1,
+                  world="second")
+    return root
+
+
+def test_second_world_differs_in_its_modelling_choices(tiny, second):
+    """Same seed, same stimuli, another world: other BOLD, no cortex mask, several HRF latencies,
+    auditory voxels without a tonotopic map, and a manifest that names the world."""
+    run = Run(1, "Training", 1)
+    assert run.func_path(second, "bold.nii").read_bytes() != run.func_path(tiny, "bold.nii").read_bytes()
+    derivatives = second / "derivatives" / "demo"
+    assert not list(derivatives.rglob("*_desc-cortex_mask.nii.gz"))
+    assert json.loads((derivatives / "dataset_description.json").read_text())["b2m_demo"]["world"] == "second"
+    with np.load(derivatives / "sub-001" / "sub-001_desc-truth.npz") as truth:
+        tuned = truth["tuning_class"] > 0
+        assert set(np.unique(truth["hrf_peak_s"][tuned])) == {4.0, 5.5, 7.0}
+        assert np.isnan(truth["best_frequency_hz"][truth["tuning_class"] == 1]).all()
+        assert ((truth["weights"][truth["tuning_class"] == 1] > 0).sum(axis=1) == 3).all()
+    with pytest.raises(B2MError, match="world"):
+        build_dataset(second, "tiny", subjects=(1,), max_training_runs=2, max_test_runs=0, workers=1)
+
+
+def test_second_world_voxels_follow_their_own_hrf(second):
+    """The model is what was written: each tuned voxel's BOLD correlates best with its design under its
+    own HRF latency, among the world's three."""
+    with np.load(second / "derivatives" / "demo" / "sub-001" / "sub-001_desc-truth.npz") as f:
+        truth = {k: f[k] for k in f.files}
+    mask = np.zeros(nib.load(Run(1, "Training", 1).func_path(second, "bold.nii")).shape[:3], bool)
+    mask[tuple(truth["ijk"].T)] = True
+    tuned = truth["signal_fraction"] > 0.2
+    designs = DesignBuilder(StimulusSet(second / "stimuli"))
+    peaks = (4.0, 5.5, 7.0)
+    r = np.zeros((3, int(tuned.sum())))
+    for run in (Run(1, "Training", 1), Run(1, "Training", 2)):
+        bold = detrended(load_bold(second, run), mask)[:, tuned]
+        for h, design in enumerate(designs.designs(run.func_path(second, "events.tsv"), peaks)):
+            r[h] += corr_columns(bold, design @ truth["weights"][tuned].T)
+    own = np.array(peaks)[r.argmax(axis=0)] == truth["hrf_peak_s"][tuned]
+    assert own.mean() > 0.6  # chance 1/3

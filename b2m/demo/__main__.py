@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from b2m.demo.build import PRESETS, build_dataset
+from b2m.demo.worlds import WORLDS
 from b2m.core.errors import B2MError
 
 
@@ -29,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=_subjects, default=None, help="e.g. 1,2 (default: the size's subjects)")
     parser.add_argument("--max-training-runs", type=int, default=None, help="write Training runs 1..N only")
     parser.add_argument("--max-test-runs", type=int, default=None, help="write Test runs 1..N only")
+    parser.add_argument("--world", choices=list(WORLDS), default="default",
+                        help="the simulated world (b2m/demo/worlds.py); second: another tuning model, SNR, HRFs, "
+                             "noise and grid, and no cortex mask")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the stimuli")
     return parser.parse_args(argv)
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         out = build_dataset(args.out, args.size, args.subjects, args.max_training_runs, args.max_test_runs,
-                            args.seed, args.workers)
+                            args.seed, args.workers, args.world)
     except B2MError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -24,17 +24,17 @@ from scipy.special import ndtr
 
 from b2m.demo import features
 from b2m.demo.anatomy import AUDITORY, SEMANTIC, VOXEL_MM, Anatomy
+from b2m.demo.worlds import World
 from b2m.core.io import atomic_path
 
 NIFTI_DATA_OFFSET = 352  # 348-byte header plus the 4-byte extension flag
 AUDITORY_SIGNAL = (0.10, 0.60)  # signal fraction at a region's rim and at its core
 SEMANTIC_SIGNAL = (0.04, 0.25)
+SPARSE_FEATURES = 3  # acoustic features an auditory voxel mixes in the `sparse` tuning model
 FREQUENCY_RANGE_HZ = (150.0, 5000.0)  # best frequencies span this along the tonotopic axis
 NOISE_SMOOTHNESS = 1.0  # voxels, Gaussian sigma of the voxel noise (EPI point spread, ~2.4 voxels FWHM)
 N_SHARED = 8  # slow noise components with large-scale spatial patterns (physiology, motion residue)
 SHARED_SMOOTHNESS = 4.0  # voxels, Gaussian sigma of their spatial patterns
-SHARED_SHARE = 0.3  # of each voxel's noise variance
-N_SEMANTIC_AXES = 3  # semantic voxels mix a few axes of the semantic features, not every genre freely
 MAP_SMOOTHNESS = 2.0  # voxels, Gaussian sigma of the cortical maps of tuning parameters
 BACKGROUND_SD = 4.0  # intensity scale of the noise outside the brain
 BLOCK_VOLUMES = 32  # volumes generated and written at a time, bounds memory on the full grid
@@ -47,7 +47,8 @@ class Tuning:
     signal_fraction: np.ndarray  # float32 [V]: stimulus-driven share of the drift-free signal variance
     weights: np.ndarray  # float32 [V, F] over `features.feature_names()`, zero for untuned voxels
     best_frequency_hz: np.ndarray  # float32 [V], NaN outside the auditory region
-    best_modulation_hz: np.ndarray  # float32 [V], NaN outside the auditory region
+    best_modulation_hz: np.ndarray  # float32 [V], NaN outside the auditory region (and in the sparse model)
+    hrf_group: np.ndarray  # int8 [V]: which of the world's HRFs the voxel responds with
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,12 @@ def _smooth_maps(cortex: np.ndarray, n_maps: int, rng: np.random.Generator) -> n
     return ndtr((values - values.mean(axis=1, keepdims=True)) / values.std(axis=1, keepdims=True))
 
 
-def make_tuning(anatomy: Anatomy, rng: np.random.Generator) -> Tuning:
+def make_tuning(anatomy: Anatomy, rng: np.random.Generator, world: World) -> Tuning:
     """Draw a subject's voxel tunings as smooth cortical maps: in the auditory region a tonotopic gradient
-    with modulation preference, bandwidth and modulation share varying smoothly; in the semantic region
-    smoothly varying mixtures of a few random axes of the semantic features."""
+    with modulation preference, bandwidth and modulation share varying smoothly (or, in the `sparse`
+    model, a random positive mix of a few acoustic features per voxel); in the semantic region smoothly
+    varying mixtures of a few random axes of the semantic features. Each tuned voxel draws one of the
+    world's HRFs."""
     n_vox = len(anatomy.tuning_class)
     n_acoustic = len(features.acoustic_feature_names())
     n_semantic = len(features.semantic_feature_names())
@@ -89,7 +92,7 @@ def make_tuning(anatomy: Anatomy, rng: np.random.Generator) -> Tuning:
     signal = np.zeros(n_vox, dtype=np.float32)
     best_freq = np.full(n_vox, np.nan, dtype=np.float32)
     best_mod = np.full(n_vox, np.nan, dtype=np.float32)
-    jitter, modulation, share, width, *mixing = _smooth_maps(anatomy.cortex, 4 + N_SEMANTIC_AXES, rng)
+    jitter, modulation, share, width, *mixing = _smooth_maps(anatomy.cortex, 4 + world.semantic_axes, rng)
 
     lo, hi = np.log2(FREQUENCY_RANGE_HZ)
     mod_lo, mod_hi = np.log2(features.MODULATION_CENTRES_HZ[[0, -1]])
@@ -100,17 +103,31 @@ def make_tuning(anatomy: Anatomy, rng: np.random.Generator) -> Tuning:
         weights[v, :n_acoustic] = _spectrotemporal_weights(
             best_freq[v], best_mod[v], 0.3 + 0.4 * share[v], 0.6 + 0.6 * width[v])
     semantic = anatomy.tuning_class == SEMANTIC
-    axes = rng.standard_normal((N_SEMANTIC_AXES, n_semantic))
+    axes = rng.standard_normal((world.semantic_axes, n_semantic))
     weights[semantic, n_acoustic:] = (np.stack(mixing, axis=1)[semantic] - 0.5) @ axes
 
     for klass, (rim, core) in ((AUDITORY, AUDITORY_SIGNAL), (SEMANTIC, SEMANTIC_SIGNAL)):
         members = anatomy.tuning_class == klass
         scatter = rng.uniform(0.8, 1.2, members.sum())
-        signal[members] = np.clip((rim + (core - rim) * anatomy.centrality[members]) * scatter, 0.0, 0.6)
-    return Tuning(signal, weights, best_freq, best_mod)
+        signal[members] = np.clip((rim + (core - rim) * anatomy.centrality[members]) * scatter
+                                  * world.signal_scale, 0.0, 0.6)
+    # Draws of the other models come last, so that the default world's draws never change.
+    if world.tuning == "sparse":
+        auditory = np.flatnonzero(anatomy.tuning_class == AUDITORY)
+        weights[auditory, :n_acoustic] = 0.0
+        best_freq[auditory] = best_mod[auditory] = np.nan
+        for v in auditory:
+            chosen = rng.choice(n_acoustic, SPARSE_FEATURES, replace=False)
+            weights[v, chosen] = rng.uniform(0.5, 1.0, SPARSE_FEATURES)
+    elif world.tuning != "tonotopic":
+        raise ValueError(f"unknown tuning model {world.tuning!r}")
+    hrf_group = np.zeros(n_vox, dtype=np.int8)
+    if len(world.hrf_peaks_s) > 1:
+        hrf_group[:] = rng.integers(0, len(world.hrf_peaks_s), n_vox)
+    return Tuning(signal, weights, best_freq, best_mod, hrf_group)
 
 
-def make_noise(anatomy: Anatomy, rng: np.random.Generator) -> SubjectNoise:
+def make_noise(anatomy: Anatomy, rng: np.random.Generator, world: World) -> SubjectNoise:
     """Draw a subject's intensity and noise properties for every brain voxel."""
     field = gaussian_filter(rng.standard_normal(anatomy.brain.shape), sigma=2.0)[anatomy.brain]
     baseline = np.clip(800.0 + 120.0 * field / field.std(), 600.0, 1000.0)
@@ -119,7 +136,7 @@ def make_noise(anatomy: Anatomy, rng: np.random.Generator) -> SubjectNoise:
     patterns = rng.standard_normal((N_SHARED, *anatomy.brain.shape))
     loadings = gaussian_filter(patterns, sigma=(0,) + (SHARED_SMOOTHNESS,) * 3)[:, anatomy.brain]
     loadings /= np.linalg.norm(loadings, axis=0, keepdims=True)
-    return SubjectNoise(baseline, amplitude, rng.uniform(0.2, 0.6, n_brain).astype(np.float32),
+    return SubjectNoise(baseline, amplitude, rng.uniform(*world.ar1_range, n_brain).astype(np.float32),
                         loadings.astype(np.float32))
 
 
@@ -165,14 +182,15 @@ def _grid_indices(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ravel_multi_index(ijk, mask.shape), np.ravel_multi_index(ijk, mask.shape, order="F")
 
 
-def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, design: np.ndarray, tr_s: float,
-                 rng: np.random.Generator) -> Iterator[np.ndarray]:
+def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, designs: np.ndarray, tr_s: float,
+                 rng: np.random.Generator, world: World) -> Iterator[np.ndarray]:
     """Yield the run as int16 volume blocks `[b, X * Y * Z]` in NIfTI (Fortran) voxel order.
 
-    `design` is the run's `[T, F]` design matrix (`features.run_design`). Memory stays
+    `designs` is the run's `[H, T, F]` design matrices (`features.run_design`), one per HRF of
+    the world (`tuning.hrf_group` picks a voxel's). Memory stays
     at a few float32 `[BLOCK_VOLUMES, V_brain]` arrays plus the tuned voxels' drive.
     """
-    n_volumes = len(design)
+    n_volumes = designs.shape[1]
     shape = anatomy.brain.shape
     brain_c, brain_f = _grid_indices(anatomy.brain)
     background_c, background_f = _grid_indices(~anatomy.brain)
@@ -180,8 +198,15 @@ def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, design: 
 
     cortex_in_brain = np.flatnonzero(anatomy.cortex[anatomy.brain])
     tuned = np.flatnonzero(tuning.signal_fraction > 0)
-    drive = design @ tuning.weights[tuned].T.astype(np.float64)
-    drive = ((drive - drive.mean(axis=0)) / drive.std(axis=0)).astype(np.float32)  # [T, V_tuned]
+    drive = np.empty((n_volumes, len(tuned)))
+    for h, design in enumerate(designs):
+        group = tuning.hrf_group[tuned] == h
+        drive[:, group] = design @ tuning.weights[tuned[group]].T.astype(np.float64)
+    drive = (drive - drive.mean(axis=0)) / drive.std(axis=0)
+    if world.saturation > 0:
+        drive = np.tanh(world.saturation * drive)
+        drive = (drive - drive.mean(axis=0)) / drive.std(axis=0)
+    drive = drive.astype(np.float32)  # [T, V_tuned]
     tuned_in_brain = cortex_in_brain[tuned]
     signal_fraction = np.zeros(n_brain, dtype=np.float32)
     signal_fraction[tuned_in_brain] = tuning.signal_fraction[tuned]
@@ -194,7 +219,7 @@ def simulate_run(anatomy: Anatomy, noise: SubjectNoise, tuning: Tuning, design: 
     shared = _ar1(rng.standard_normal((n_volumes, N_SHARED), dtype=np.float32), shared_phi)  # [T, N_SHARED]
     drift_basis, drift_coefs = _drift(n_volumes, tr_s, n_brain, rng)
     drift_coefs *= noise.amplitude.astype(np.float32)
-    own_share, shared_share = np.float32(np.sqrt(1.0 - SHARED_SHARE)), np.float32(np.sqrt(SHARED_SHARE))
+    own_share, shared_share = np.float32(np.sqrt(1.0 - world.shared_share)), np.float32(np.sqrt(world.shared_share))
 
     state = None
     block = np.empty((BLOCK_VOLUMES, int(np.prod(shape))), dtype=np.int16)

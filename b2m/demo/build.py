@@ -5,7 +5,7 @@ Layout written under `out` (what the loader reads):
   sub-00S/func/sub-00S_task-{Training,Test}_run-NN_{bold.nii,events.tsv,bold.json}
   stimuli/genres/<genre>/<genre>.000NN.wav, stimuli/captions.csv
   derivatives/demo/dataset_description.json          (size, seed, grid of this build)
-  derivatives/demo/sub-00S/sub-00S_desc-cortex_mask.nii.gz
+  derivatives/demo/sub-00S/sub-00S_desc-cortex_mask.nii.gz  (not in worlds without a cortex mask)
   derivatives/demo/sub-00S/sub-00S_desc-truth.npz     (per cortex voxel, see `write_truth`)
 
 Every file is written atomically and skipped when already complete, so a rerun
@@ -16,6 +16,7 @@ which other runs or subjects a build includes.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -30,6 +31,7 @@ from b2m.data.bids import read_events
 from b2m.core.clips import Clip
 from b2m.demo import bold, features, music
 from b2m.demo.anatomy import Anatomy, make_anatomy
+from b2m.demo.worlds import WORLDS, World
 from b2m.data.stimuli import StimulusSet
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path, save_npz, write_json, write_text
@@ -98,10 +100,12 @@ def plan_runs(preset: SizePreset, subjects: tuple[int, ...] | None, max_training
     return sorted(runs, key=lambda r: (r.subject, TASK_CODES[r.task], r.run))
 
 
-def check_manifest(out: Path, preset: SizePreset, seed: int) -> None:
-    """Record size, seed and grid; refuse to mix builds with different ones in one folder."""
+def check_manifest(out: Path, preset: SizePreset, seed: int, world: World) -> None:
+    """Record size, seed, grid and world; refuse to mix builds with different ones in one folder."""
     path = out / "derivatives" / "demo" / "dataset_description.json"
     params = {"size": preset.name, "seed": seed, "grid": list(preset.grid)}
+    if world.name != "default":  # the default world's manifest is that of builds before worlds existed
+        params["world"] = world.name
     if path.exists():
         found = json.loads(path.read_text()).get("b2m_demo")
         if found != params:
@@ -162,10 +166,11 @@ class DesignBuilder:
             self._clips[clip] = np.concatenate([acoustic, semantic], axis=1)
         return self._clips[clip]
 
-    def design(self, events_path: Path) -> np.ndarray:
+    def designs(self, events_path: Path, hrf_peaks_s: tuple[float, ...]) -> np.ndarray:
+        """`[H, N_VOLUMES, F]`: the run's design for each HRF peak latency (s)."""
         events = read_events(events_path)
-        return features.run_design([self.clip_features(p.clip) for p in events], [p.onset for p in events],
-                                   N_VOLUMES, TR_S)
+        clips, onsets = [self.clip_features(p.clip) for p in events], [p.onset for p in events]
+        return np.stack([features.run_design(clips, onsets, N_VOLUMES, TR_S, peak) for peak in hrf_peaks_s])
 
 
 def semantic_features(clip: Clip) -> np.ndarray:
@@ -185,29 +190,36 @@ def write_mask(path: Path, anatomy: Anatomy) -> None:
         tmp.write_bytes(gzip.compress(image.to_bytes(), mtime=0))
 
 
-def write_truth(path: Path, anatomy: Anatomy, tuning: bold.Tuning) -> None:
+def write_truth(path: Path, anatomy: Anatomy, tuning: bold.Tuning, world: World) -> None:
     """Per cortex voxel (C-order of the mask): `tuning_class` int8 (0 none, 1 spectro-temporal, 2 semantic),
     `signal_fraction`, `best_frequency_hz`, `best_modulation_hz` float32 (NaN if not auditory),
-    `weights` float32 [V, F] over `feature_names` [F], `ijk` int16 [V, 3]."""
+    `weights` float32 [V, F] over `feature_names` [F], `ijk` int16 [V, 3], `hrf_peak_s` float32 [V]
+    (the peak latency of the voxel's HRF, seconds)."""
     save_npz(path, tuning_class=anatomy.tuning_class, signal_fraction=tuning.signal_fraction,
              best_frequency_hz=tuning.best_frequency_hz, best_modulation_hz=tuning.best_modulation_hz,
-             weights=tuning.weights, feature_names=np.array(features.feature_names()), ijk=anatomy.ijk)
+             weights=tuning.weights, feature_names=np.array(features.feature_names()), ijk=anatomy.ijk,
+             hrf_peak_s=np.asarray(world.hrf_peaks_s, np.float32)[tuning.hrf_group])
 
 
 def build_dataset(out: str | Path, size: str = "default", subjects: tuple[int, ...] | None = None,
                   max_training_runs: int | None = None, max_test_runs: int | None = None, seed: int = 0,
-                  workers: int = 2) -> Path:
-    """Write (or complete) the demo dataset under `out`; returns its path."""
+                  workers: int = 2, world: str = "default") -> Path:
+    """Write (or complete) the demo dataset of `world` (`b2m.demo.worlds`) under `out`; returns its path."""
     if size not in PRESETS:
         raise B2MError(f"--size: unknown size {size!r}, choose one of {', '.join(PRESETS)}")
+    if world not in WORLDS:
+        raise B2MError(f"--world: unknown world {world!r}, choose one of {', '.join(WORLDS)}")
     if seed < 0:
         raise B2MError(f"--seed: {seed} is negative")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise B2MError(f"{out}: exists and is not a folder")
+    sim = WORLDS[world]
     preset = PRESETS[size]
+    if size in sim.grids:
+        preset = dataclasses.replace(preset, grid=sim.grids[size])
     runs = plan_runs(preset, subjects, max_training_runs, max_test_runs)
-    check_manifest(out, preset, seed)
+    check_manifest(out, preset, seed, sim)
     write_top_files(out)
     for run in runs:
         copy_metadata(out, run)
@@ -218,20 +230,20 @@ def build_dataset(out: str | Path, size: str = "default", subjects: tuple[int, .
         rng = np.random.default_rng([seed, subject])
         anatomy = make_anatomy(preset.grid, preset.cortex_fraction, preset.auditory_fraction,
                                preset.semantic_fraction, rng)
-        tuning = bold.make_tuning(anatomy, rng)
-        noise = bold.make_noise(anatomy, rng)
+        tuning = bold.make_tuning(anatomy, rng, sim)
+        noise = bold.make_noise(anatomy, rng, sim)
         derivatives = out / "derivatives" / "demo" / f"sub-{subject:03d}"
         mask_path = derivatives / f"sub-{subject:03d}_desc-cortex_mask.nii.gz"
         truth_path = derivatives / f"sub-{subject:03d}_desc-truth.npz"
-        if not mask_path.exists():
+        if sim.cortex_mask and not mask_path.exists():
             write_mask(mask_path, anatomy)
         if not truth_path.exists():
-            write_truth(truth_path, anatomy, tuning)
+            write_truth(truth_path, anatomy, tuning, sim)
         todo = [r for r in runs if r.subject == subject and not _complete(r.func_path(out, "bold.nii"), shape4)]
         for run in tqdm(todo, desc=f"BOLD sub-{subject:03d}", unit="run", disable=not todo):
-            design = designs.design(run.func_path(META_DIR, "events.tsv"))
+            design = designs.designs(run.func_path(META_DIR, "events.tsv"), sim.hrf_peaks_s)
             run_rng = np.random.default_rng([seed, subject, TASK_CODES[run.task], run.run])
-            blocks = bold.simulate_run(anatomy, noise, tuning, design, TR_S, run_rng)
+            blocks = bold.simulate_run(anatomy, noise, tuning, design, TR_S, run_rng, sim)
             bold.write_bold(run.func_path(out, "bold.nii"), blocks, shape4, anatomy.affine, TR_S)
     return out
 

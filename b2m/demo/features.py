@@ -126,10 +126,11 @@ def semantic_vector(genre: str, families: Sequence[str], tempo_bpm: float) -> np
     return vec
 
 
-def canonical_hrf(rate_hz: float = FEATURE_RATE_HZ) -> np.ndarray:
-    """SPM's double-gamma HRF (peak near 5 s, undershoot near 15 s), `[HRF_SECONDS * rate_hz]`, unit sum."""
+def canonical_hrf(rate_hz: float = FEATURE_RATE_HZ, peak_s: float = 5.0) -> np.ndarray:
+    """SPM's double-gamma HRF (peak near `peak_s` = 5 s, undershoot 10 s later), `[HRF_SECONDS * rate_hz]`,
+    unit sum; another `peak_s` shifts both gammas' shapes (the mode of gamma(a) is a - 1 s)."""
     t = np.arange(0.0, HRF_SECONDS, 1.0 / rate_hz)
-    h = gamma.pdf(t, 6.0) - gamma.pdf(t, 16.0) / 6.0
+    h = gamma.pdf(t, peak_s + 1.0) - gamma.pdf(t, peak_s + 11.0) / 6.0
     return h / h.sum()
 
 
@@ -139,8 +140,9 @@ def _zscore_columns(x: np.ndarray) -> np.ndarray:
 
 
 def run_design(clip_features: Sequence[np.ndarray], onsets_s: Sequence[float], n_volumes: int,
-               tr_s: float) -> np.ndarray:
-    """The predicted response to each feature over one run, float64 `[n_volumes, F]`.
+               tr_s: float, hrf_peak_s: float = 5.0) -> np.ndarray:
+    """The predicted response to each feature over one run, float64 `[n_volumes, F]`, for an HRF
+    peaking at `hrf_peak_s` seconds.
 
     `clip_features[i]` is `[n_i, F]` at `FEATURE_RATE_HZ`, presented at `onsets_s[i]`
     seconds. Features are z-scored over the run (so before the run counts as the
@@ -160,5 +162,5 @@ def run_design(clip_features: Sequence[np.ndarray], onsets_s: Sequence[float], n
         timeline[lo:hi] = feats[: hi - lo]
         covered[lo:hi] = True
     timeline[covered] = _zscore_columns(timeline[covered])
-    response = fftconvolve(timeline, canonical_hrf()[:, None], axes=0)[:n_samples]
+    response = fftconvolve(timeline, canonical_hrf(peak_s=hrf_peak_s)[:, None], axes=0)[:n_samples]
     return _zscore_columns(_block_mean(response, per_tr))
