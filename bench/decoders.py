@@ -1,88 +1,141 @@
-"""Decoder comparison on the demo dataset: ridge, MLP and transformer, per subject and
-multi-subject, several seeds. Prints a Markdown table (mean +- sd over seeds) and writes it
-with every run's metrics under --out. Finished runs are skipped, so a killed sweep resumes.
+"""Decoder comparison: every decoder beside the plain baseline and the independent reference script.
 
-    python bench/decoders.py [--root data/demo] [--subjects 1 2 3] [--seeds 0 1 2] [--out outputs/decoders]
+    python bench/decoders.py [--world demo=data/demo] [--world second=data/second:data=ds003720]
+                             [--decoders plain_ridge ridge mlp transformer] [--subjects 1 2 3]
+                             [--seeds 0 1 2] [--out outputs/decoders]
 
-Hyperparameters are the configs' defaults (chosen on validation clips, never on test).
+For each world (a dataset folder and the data overrides that load it), trains each decoder per
+subject (and, for trained decoders, on all subjects at once) for each seed, and runs
+`../shared/reference/plain_ridge.py` on the same subjects, the same voxel mask and the very same
+target vectors (b2m's cache). Prints one Markdown table per world: test id_acc on standardised
+dimensions (mean +- sd over seeds of the mean over subjects), top-1, the raw-vector id_acc, the
+shuffled baseline, and the reference; then per-subject id_acc. Finished runs are skipped, so a
+killed bench resumes. Hyperparameters are the configs' defaults (chosen on validation clips).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from b2m.core.config import compose
 from b2m.core.io import write_text
+from b2m.data.subjects import data_paths
 from b2m.jobs.train import train
+from b2m.targets import build_space
 
-DECODERS = ("ridge", "mlp", "transformer")
+DECODERS = ("plain_ridge", "ridge", "mlp", "transformer")
+CLOSED_FORM = ("plain_ridge", "ridge")
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "plain_ridge.py"
+KEYS = ("test/id_acc", "test/top1", "test/id_acc_raw", "baseline/shuffled/id_acc")
 
 
-def run_one(root: Path, out: Path, decoder: str, subjects: list[int], seed: int, extra: list[str]) -> dict:
+def world_args(world: str, subjects: list[int]) -> list[str]:
+    name, spec = world.split("=", 1)
+    root, *overrides = spec.split(":")
+    return [*overrides, f"data.root={root}", f"data.subjects=[{','.join(map(str, subjects))}]"]
+
+
+def run_one(out: Path, args: list[str]) -> dict:
     if (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
-    args = [f"data.root={root}", f"data.subjects=[{','.join(map(str, subjects))}]", f"decoder={decoder}",
-            f"seed={seed}", f"out_dir={out}", "trainer.logger=csv", *extra]
-    return train(compose("train", args))
+    return train(compose("train", [*args, f"out_dir={out}", "trainer.logger=csv"]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path("data/demo"))
-    parser.add_argument("--subjects", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--decoders", nargs="+", default=list(DECODERS))
-    parser.add_argument("--out", type=Path, default=Path("outputs/decoders"))
-    parser.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
-    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides for every run")
-    args = parser.parse_args()
+def reference(world: str, subject: int, out: Path) -> dict:
+    """The reference script on one subject, with b2m's mask and target cache: `{id_acc, top1}`."""
+    path = out / f"reference_sub-{subject:03d}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    cfg = compose("train", world_args(world, [subject]))
+    paths = data_paths(cfg.data)
+    targets = paths["cache"] / "targets" / build_space(cfg.target).cache_key()
+    cmd = [sys.executable, str(REFERENCE), str(paths["root"]), f"sub-{subject:03d}", "--targets", str(targets)]
+    if cfg.data.preprocess.mask:
+        cmd += ["--mask", str(cfg.data.preprocess.mask).replace("{subject}", f"sub-{subject:03d}")]
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"test id_acc ([0-9.]+)\s+top1 ([0-9.]+)", text)
+    if found is None:
+        raise RuntimeError(f"unexpected output of {REFERENCE.name}: {text!r}")
+    result = {"id_acc": float(found[1]), "top1": float(found[2]), "output": text.strip()}
+    write_text(path, json.dumps(result, indent=1))
+    return result
 
-    rows = []
-    for decoder in args.decoders:
-        settings = [("per-subject", [s]) for s in args.subjects]
-        if decoder != "ridge" and len(args.subjects) > 1:
-            settings.append(("multi-subject", args.subjects))
-        for setting, subjects in settings:
-            for seed in args.seeds:
-                name = f"{decoder}_{'-'.join(map(str, subjects))}_seed{seed}"
-                if args.table_only and not (args.out / name / "metrics.json").exists():
-                    continue
-                metrics = run_one(args.root, args.out / name, decoder, subjects, seed, args.overrides)
-                for s in subjects:
-                    rows.append({"decoder": decoder, "setting": setting, "subject": s, "seed": seed,
-                                 **{k: metrics[f"sub-{s:03d}/{k}"] for k in
-                                    ("test/id_acc", "test/top1", "baseline/shuffled/id_acc",
-                                     "baseline/mean_train/id_acc")}})
-    lines = ["| decoder | training | test/id_acc | test/top1 | shuffled id_acc | mean-train id_acc | subject x seed |",
-             "|---|---|---|---|---|---|---|"]
-    for decoder in args.decoders:
+
+def mean_sd(rows: list[dict], key: str) -> str:
+    """Mean over subjects within a seed, then mean +- sd over seeds."""
+    seeds = sorted({r["seed"] for r in rows})
+    per_seed = [np.mean([r[key] for r in rows if r["seed"] == seed]) for seed in seeds]
+    return f"{np.mean(per_seed):.3f} +- {np.std(per_seed, ddof=1) if len(per_seed) > 1 else 0:.3f}"
+
+
+def world_table(name: str, rows: list[dict], refs: dict[int, dict], decoders: list[str], subjects: list[int]) -> str:
+    ref_mean = np.mean([refs[s]["id_acc"] for s in subjects])
+    lines = [f"### {name}", "",
+             "| decoder | training | test/id_acc | test/top1 | test/id_acc_raw | shuffled id_acc | vs reference | "
+             "subject x seed |", "|---|---|---|---|---|---|---|---|",
+             f"| reference (plain_ridge.py) | per-subject | {ref_mean:.3f} | "
+             f"{np.mean([refs[s]['top1'] for s in subjects]):.3f} | | | | {len(subjects)} |"]
+    per_subject = [f"- reference: " + ", ".join(f"sub-{s:03d} {refs[s]['id_acc']:.3f}" for s in subjects)]
+    for decoder in decoders:
         for setting in ("per-subject", "multi-subject"):
             sel = [r for r in rows if r["decoder"] == decoder and r["setting"] == setting]
             if not sel:
                 continue
-            # Mean over subjects within a seed, then mean +- sd over seeds.
-            def stat(key):
-                seeds = sorted({r["seed"] for r in sel})
-                per_seed = [np.mean([r[key] for r in sel if r["seed"] == seed]) for seed in seeds]
-                return f"{np.mean(per_seed):.3f} +- {np.std(per_seed, ddof=1) if len(per_seed) > 1 else 0:.3f}"
-            lines.append(f"| {decoder} | {setting} | {stat('test/id_acc')} | {stat('test/top1')} | "
-                         f"{stat('baseline/shuffled/id_acc')} | {stat('baseline/mean_train/id_acc')} | {len(sel)} |")
-    lines.append("")
-    lines.append("Per subject (mean over seeds), test/id_acc:")
-    for decoder in args.decoders:
-        for setting in ("per-subject", "multi-subject"):
-            sel = [r for r in rows if r["decoder"] == decoder and r["setting"] == setting]
-            if sel:
-                per = {s: np.mean([r["test/id_acc"] for r in sel if r["subject"] == s]) for s in args.subjects}
-                lines.append(f"- {decoder} {setting}: " + ", ".join(f"sub-{s:03d} {v:.3f}" for s, v in per.items()))
-    table = "\n".join(lines)
-    print(table)
-    write_text(args.out / "results.md", table + "\n")
-    write_text(args.out / "rows.json", json.dumps(rows, indent=1))
+            diff = np.mean([r["test/id_acc"] for r in sel]) - ref_mean
+            lines.append(f"| {decoder} | {setting} | " + " | ".join(mean_sd(sel, k) for k in KEYS)
+                         + f" | {diff:+.3f} | {len(sel)} |")
+            means = {s: np.mean([r["test/id_acc"] for r in sel if r["subject"] == s]) for s in subjects}
+            per_subject.append(f"- {decoder} {setting}: " + ", ".join(
+                f"sub-{s:03d} {v:.3f} ({v - refs[s]['id_acc']:+.3f})" for s, v in means.items()))
+    return "\n".join(lines + ["", "Per subject, test/id_acc (mean over seeds; difference to the reference):",
+                              *per_subject])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", action="append", help="NAME=ROOT[:override:...]; repeatable "
+                        "(default: demo=data/demo and second=data/second:data=ds003720)")
+    parser.add_argument("--subjects", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--decoders", nargs="+", default=list(DECODERS))
+    parser.add_argument("--no-multi", action="store_true", help="skip the multi-subject runs")
+    parser.add_argument("--out", type=Path, default=Path("outputs/decoders"))
+    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides for every run")
+    args = parser.parse_args()
+    worlds = args.world or ["demo=data/demo", "second=data/second:data=ds003720"]
+
+    tables, all_rows = [], []
+    for world in worlds:
+        name = world.split("=", 1)[0]
+        out = args.out / name
+        refs = {s: reference(world, s, out) for s in args.subjects}
+        rows = []
+        for decoder in args.decoders:
+            settings = [("per-subject", [s]) for s in args.subjects]
+            if decoder not in CLOSED_FORM and len(args.subjects) > 1 and not args.no_multi:
+                settings.append(("multi-subject", args.subjects))
+            # A closed-form decoder's seed only moves the val split, which it refits on: one seed.
+            for seed in args.seeds[:1] if decoder in CLOSED_FORM else args.seeds:
+                for setting, subjects in settings:
+                    run = out / f"{decoder}_{'-'.join(map(str, subjects))}_seed{seed}"
+                    metrics = run_one(run, [*world_args(world, subjects), f"decoder={decoder}", f"seed={seed}",
+                                            *args.overrides])
+                    for s in subjects:
+                        rows.append({"world": name, "decoder": decoder, "setting": setting, "subject": s,
+                                     "seed": seed, **{k: metrics[f"sub-{s:03d}/{k}"] for k in KEYS}})
+        tables.append(world_table(name, rows, refs, args.decoders, args.subjects))
+        all_rows += rows
+    text = "\n\n".join(tables)
+    print(text)
+    write_text(args.out / "results.md", text + "\n")
+    write_text(args.out / "rows.json", json.dumps(all_rows, indent=1))
 
 
 if __name__ == "__main__":
