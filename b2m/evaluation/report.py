@@ -23,10 +23,9 @@ from b2m.data.bids import subject_label
 from b2m.core.clips import Clip
 from b2m.data.stimuli import StimulusSet
 from b2m.data.subjects import data_paths
-from b2m.core.metrics import METRICS
 from b2m.core.runs import Run
 from b2m.reconstruction import Reconstructions
-from b2m.evaluation.summary import decoding_prefixes, fmt, genre_sets, with_ci
+from b2m.evaluation.summary import TABLE_METRICS, decoding_prefixes, fmt, genre_sets, with_ci
 from b2m.core.io import atomic_path, write_text
 
 STIMULUS_RATE = 22050  # GTZAN's rate
@@ -93,9 +92,9 @@ def write_stimulus(stimuli: StimulusSet, clip: Clip, dest: Path) -> None:
 
 def metrics_tables(metrics: dict) -> list[str]:
     """The decoding / reconstruction table and the genre table as HTML."""
-    out = ["<table><tr><th>set</th>" + "".join(f"<th>{esc(m)}</th>" for m in METRICS) + "</tr>"]
+    out = ["<table><tr><th>set</th>" + "".join(f"<th>{esc(m)}</th>" for m in TABLE_METRICS) + "</tr>"]
     for prefix in decoding_prefixes(metrics):
-        cells = "".join(f"<td>{esc(with_ci(metrics, f'{prefix}/{m}'))}</td>" for m in METRICS)
+        cells = "".join(f"<td>{esc(with_ci(metrics, f'{prefix}/{m}'))}</td>" for m in TABLE_METRICS)
         out.append(f"<tr><td>{esc(prefix)}</td>{cells}</tr>")
     out.append("</table>")
     if genre_sets(metrics):
