@@ -82,7 +82,7 @@ def world_table(name: str, rows: list[dict], refs: dict[int, dict], decoders: li
              "subject x seed |", "|---|---|---|---|---|---|---|---|",
              f"| reference (plain_ridge.py) | per-subject | {ref_mean:.3f} | "
              f"{np.mean([refs[s]['top1'] for s in subjects]):.3f} | | | | {len(subjects)} |"]
-    per_subject = [f"- reference: " + ", ".join(f"sub-{s:03d} {refs[s]['id_acc']:.3f}" for s in subjects)]
+    per_subject = ["- reference: " + ", ".join(f"sub-{s:03d} {refs[s]['id_acc']:.3f}" for s in subjects)]
     for decoder in decoders:
         for setting in ("per-subject", "multi-subject"):
             sel = [r for r in rows if r["decoder"] == decoder and r["setting"] == setting]

@@ -20,8 +20,7 @@ from b2m.core.errors import B2MError
 from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
 from b2m.jobs.evaluate import evaluate
 from b2m.evaluation.genre import genre_scores
-from b2m.evaluation.logo import identification_against
-from b2m.core.metrics import Standardiser, decoding_metrics
+from b2m.core.metrics import Standardiser, decoding_metrics, identification_against
 
 REPO = Path(__file__).resolve().parent.parent
 # Zero mean, unit sd: the standardised scores are the raw ones.

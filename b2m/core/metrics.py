@@ -63,14 +63,21 @@ def correlation_matrix(pred, true) -> torch.Tensor:
 def identification_accuracy(pred, true) -> float:
     """Mean over clips of the fraction of other clips beaten by the right one, a tie counting half
     (chance 0.5)."""
-    c = correlation_matrix(pred, true)
-    n = len(c)
-    if n < 2:
+    if len(pred) < 2:
         raise ValueError("identification accuracy needs at least 2 clips")
-    right = c.diagonal()[:, None]
-    ties = (right == c).double().sum(dim=1) - 1  # the right clip ties with itself
+    return identification_against(pred, true, np.arange(len(pred)))
+
+
+def identification_against(pred, true, target) -> float:
+    """Identification accuracy of queries `pred` `[n, L, D]` among candidates `true` `[M, L, D]`:
+    query i's right candidate is `true[target[i]]`; the mean over queries of the fraction of the
+    other M - 1 candidates it beats, a tie counting half (chance 0.5)."""
+    c = correlation_matrix(pred, true)  # [n, M]
+    target = torch.as_tensor(np.asarray(target, dtype=np.int64))
+    right = c[torch.arange(len(c)), target][:, None]
+    ties = (right == c).double().sum(dim=1) - 1  # the right candidate ties with itself
     wins = (right > c).double().sum(dim=1) + 0.5 * ties
-    return float((wins / (n - 1)).mean())
+    return float((wins / (c.shape[1] - 1)).mean())
 
 
 def top_k_accuracy(pred, true, k: int) -> float:

@@ -9,32 +9,17 @@ two of them), `all` identifies each of g's clips among all test clips.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
-import torch
-
 from omegaconf import DictConfig, OmegaConf
 
 from b2m.core.clips import GENRES
 from b2m.core.config import group_config
-from b2m.core.metrics import Standardiser, aggregate_subjects, correlation_matrix
+from b2m.core.metrics import Standardiser, aggregate_subjects, identification_against
 from b2m.core.runs import Run
 from b2m.data.subjects import SubjectSplits, load_subject
 from b2m.decoders import build_decoder
 from b2m.targets import build_space
 from b2m.targets.dataset import clip_targets
-
-
-def identification_against(pred, true, target: Sequence[int]) -> float:
-    """Identification accuracy of queries `pred` `[n, L, D]` among candidates `true` `[M, L, D]`:
-    query i's right candidate is `true[target[i]]`; the mean over queries of the fraction of the
-    other M - 1 candidates it beats, a tie counting half (chance 0.5). Inputs are scored as given."""
-    c = correlation_matrix(pred, true)  # [n, M]
-    target = torch.as_tensor(np.asarray(target, dtype=np.int64))
-    right = c[torch.arange(len(c)), target][:, None]
-    wins = (right > c).double().sum(dim=1) + 0.5 * ((right == c).double().sum(dim=1) - 1)
-    return float((wins / (c.shape[1] - 1)).mean())
 
 
 def leave_one_genre_out(splits: SubjectSplits, ridge: DictConfig) -> dict[str, float | None]:
