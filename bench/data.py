@@ -44,11 +44,11 @@ def naive(run: Path, mask_path: Path) -> np.ndarray:
 
 def ours(run: Path, mask_path: Path) -> np.ndarray:
     from b2m.data.nifti import load_mask, open_run, read_masked
-    from b2m.data.preprocess import PreprocessConfig, detrend, zscore
+    from b2m.data.preprocess import PreprocessConfig, clean, zscore
 
     image = open_run(run)
     mask = load_mask(mask_path, image.grid)
-    x = detrend(read_masked(image, mask), TR, PreprocessConfig())
+    x = clean(read_masked(image, mask), TR, PreprocessConfig())
     return zscore(x)[0]
 
 

@@ -18,7 +18,7 @@ from b2m.data.bids import BIDSDataset, read_events, repetition_time, subject_lab
 from b2m.data.datamodule import BrainDataModule
 from b2m.data.subjects import load_subject
 from b2m.data.nifti import load_mask, open_run, read_masked
-from b2m.data.preprocess import PreprocessConfig, detrend, zscore
+from b2m.data.preprocess import PreprocessConfig, clean, zscore
 from b2m.data.samples import build_samples, split_by_clip
 from b2m.core.clips import GENRES
 from b2m.core.errors import B2MError
@@ -124,12 +124,12 @@ def test_median_detrend_matches_scipy_and_poly_matches_polyfit():
     x = (rng.normal(size=(410, 30)) + np.linspace(0, 5, 410)[:, None]).astype(np.float32)
     cfg = PreprocessConfig(detrend="median", median_window_s=240.0)
     expected = x - ndi.median_filter(x, size=(161, 1), mode="nearest")
-    np.testing.assert_allclose(detrend(x, 1.5, cfg), expected, atol=1e-5)
+    np.testing.assert_allclose(clean(x, 1.5, cfg), expected, atol=1e-5)
 
     cfg = PreprocessConfig(detrend="poly", poly_order=2)
     t = np.linspace(-1, 1, 410)
     fitted = np.stack([np.polyval(np.polyfit(t, x[:, v].astype(np.float64), 2), t) for v in range(30)], 1)
-    np.testing.assert_allclose(detrend(x, 1.5, cfg), x - fitted, atol=1e-4)
+    np.testing.assert_allclose(clean(x, 1.5, cfg), x - fitted, atol=1e-4)
     with pytest.raises(B2MError, match="detrend"):
         PreprocessConfig(detrend="wavelet")
 

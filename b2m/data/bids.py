@@ -33,24 +33,24 @@ class Presentation:
 
 @dataclass(frozen=True)
 class Run:
-    """One functional run of one subject."""
+    """One functional run of one subject: where its BOLD, events and TR sidecar are.
+
+    `mask` (a brain mask on the BOLD's grid) and `confounds` (an fMRIPrep confounds TSV)
+    are set for fMRIPrep derivatives (`b2m.data.fmriprep`), None for raw BIDS.
+    """
 
     subject: str
     task: str
     run: int
     bold: Path
+    events: Path
+    sidecar: Path
+    mask: Path | None = None
+    confounds: Path | None = None
 
     @property
     def stem(self) -> str:
         return f"{self.subject}_task-{self.task}_run-{self.run:02d}"
-
-    @property
-    def events(self) -> Path:
-        return self.bold.parent / f"{self.stem}_events.tsv"
-
-    @property
-    def sidecar(self) -> Path:
-        return self.bold.parent / f"{self.stem}_bold.json"
 
     @property
     def name(self) -> str:
@@ -88,25 +88,36 @@ class BIDSDataset:
         for path in folder.iterdir():
             m = _RUN_RE.match(path.name)
             if m and m.group(1) == subject and m.group(2) == task:
-                runs.append(Run(subject, task, int(m.group(3)), path))
-        runs.sort(key=lambda r: r.run)
+                stem = f"{subject}_task-{task}_run-{int(m.group(3)):02d}"
+                runs.append(Run(subject, task, int(m.group(3)), path, folder / f"{stem}_events.tsv",
+                                folder / f"{stem}_bold.json"))
         if not runs:
             raise B2MError(f"{folder}: no task-{task} runs for {subject}")
-        return runs
+        return unique_runs(runs)
 
     def select_runs(self, subject: str, task: str, run_numbers: list[int] | None) -> list[Run]:
         """The runs numbered `run_numbers` (all when None); a missing one is an error."""
-        runs = self.runs(subject, task)
-        if run_numbers is None:
-            return runs
-        by_number = {r.run: r for r in runs}
-        missing = [n for n in run_numbers if n not in by_number]
-        if missing:
-            raise B2MError(
-                f"{self.root / subject / 'func'}: task-{task} run(s) {missing} not found "
-                f"(have {sorted(by_number)})"
-            )
-        return [by_number[n] for n in run_numbers]
+        return select(self.runs(subject, task), run_numbers, self.root / subject / "func", task)
+
+
+def unique_runs(runs: list[Run]) -> list[Run]:
+    """Sorted by run number; two files for one run (e.g. `.nii` and `.nii.gz`) are an error."""
+    runs = sorted(runs, key=lambda r: r.run)
+    for a, b in zip(runs, runs[1:]):
+        if a.run == b.run:
+            raise B2MError(f"{b.bold}: run {b.run} of task-{b.task} is also in {a.bold.name}; keep one")
+    return runs
+
+
+def select(runs: list[Run], run_numbers: list[int] | None, folder: Path, task: str) -> list[Run]:
+    """The runs numbered `run_numbers` (all when None) of `runs`; a missing one is an error naming `folder`."""
+    if run_numbers is None:
+        return runs
+    by_number = {r.run: r for r in runs}
+    missing = [n for n in run_numbers if n not in by_number]
+    if missing:
+        raise B2MError(f"{folder}: task-{task} run(s) {missing} not found (have {sorted(by_number)})")
+    return [by_number[n] for n in run_numbers]
 
 
 def repetition_time(run: Run) -> float:
@@ -117,6 +128,8 @@ def repetition_time(run: Run) -> float:
         raise B2MError(f"{run.sidecar}: sidecar JSON missing") from None
     except json.JSONDecodeError as err:
         raise B2MError(f"{run.sidecar}: invalid JSON ({err.msg})") from None
+    if not isinstance(meta, dict):
+        raise B2MError(f"{run.sidecar}: expected a JSON object")
     tr = meta.get("RepetitionTime")
     if not isinstance(tr, (int, float)) or tr <= 0:
         raise B2MError(f"{run.sidecar}: RepetitionTime missing or not a positive number")

@@ -1,12 +1,15 @@
 """Lazy NIfTI access: validate a 4D run without reading it, then read masked voxels in blocks.
 
-A real ds003720 run is 96x96x68x410 int16 (about 0.5 GB); it is never held
-whole in float64. Reading goes volume block by volume block, keeping only the
-selected voxels as float32, with the header's scaling applied.
+A real ds003720 run is 96x96x68x410 int16 (about 0.5 GB; fMRIPrep's float32 output,
+gzipped, is 1 GB once decompressed); it is never held whole. Reading goes volume block
+by volume block, keeping only the selected voxels as float32, with the header's scaling
+applied.
 """
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,20 +60,31 @@ def open_run(path: str | Path) -> RunImage:
     return RunImage(path, image, shape, image.affine)
 
 
-def load_mask(path: str | Path, grid: tuple[int, int, int]) -> np.ndarray:
-    """A boolean `[X, Y, Z]` mask from a 3D NIfTI; its grid must equal the BOLD grid."""
+def load_mask(path: str | Path, grid: tuple[int, int, int], affine: np.ndarray | None = None) -> np.ndarray:
+    """A boolean `[X, Y, Z]` mask from a 3D NIfTI; its grid (shape, and `affine` when given) must
+    equal the BOLD's."""
+    return load_volume(path, grid, affine, "mask") > 0
+
+
+def load_volume(path: str | Path, grid: tuple[int, int, int], affine: np.ndarray | None, what: str,
+                hint: str = "") -> np.ndarray:
+    """A 3D NIfTI's values `[X, Y, Z]` (as stored), checked to lie on the BOLD's grid (and `affine`);
+    `hint` ends the message of a grid mismatch."""
     path = Path(path)
-    if not path.exists():
-        raise B2MError(f"{path}: mask file missing")
+    if not path.is_file():
+        raise B2MError(f"{path}: {what} file missing")
     try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
     except Exception as err:
-        raise B2MError(f"{path}: not a readable NIfTI mask ({err})") from None
+        raise B2MError(f"{path}: not a readable NIfTI {what} ({err})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.shape != tuple(grid):
-        raise B2MError(f"{path}: mask has shape {data.shape}, the BOLD grid is {tuple(grid)}")
-    return data > 0
+        raise B2MError(f"{path}: {what} has shape {data.shape}, the BOLD grid is {tuple(grid)}{hint}")
+    if affine is not None and not np.allclose(image.affine, affine, atol=1e-3):
+        raise B2MError(f"{path}: {what} is on another grid than the BOLD (affines differ){hint}")
+    return data
 
 
 def mean_volume(run: RunImage) -> np.ndarray:
@@ -92,29 +106,35 @@ def read_masked(run: RunImage, mask: np.ndarray) -> np.ndarray:
 def _raw_blocks(run: RunImage):
     """Yield `(first_volume, block [k, X, Y, Z])` in the file's dtype, before scaling.
 
-    Uncompressed files are read with plain file reads (no memory map, so the page
-    cache does not count as this process's memory); gzipped ones are decompressed once.
+    Both plain and gzipped files are read sequentially, `BLOCK_VOLUMES` volumes at a time
+    (a NIfTI stores volume after volume, so a block is one contiguous byte range): memory
+    holds one block, never the run, and no memory map makes the page cache count as ours.
     """
     X, Y, Z, T = run.shape
-    if run.path.name.endswith(".gz"):
-        # A gzip stream cannot be read block by block cheaply: decompress once (int16, the file's
-        # own size in memory), then hand out blocks of it.
-        raw = np.asarray(run.image.dataobj.get_unscaled())
-        for lo in range(0, T, BLOCK_VOLUMES):
-            yield lo, np.moveaxis(raw[..., lo:lo + BLOCK_VOLUMES], -1, 0)
-        return
     dtype = run.image.header.get_data_dtype()
-    offset = int(run.image.dataobj.offset)
     n_vox = X * Y * Z
-    with open(run.path, "rb") as f:
-        for lo in range(0, T, BLOCK_VOLUMES):
-            k = min(BLOCK_VOLUMES, T - lo)
-            f.seek(offset + lo * n_vox * dtype.itemsize)
-            raw = np.fromfile(f, dtype=dtype, count=k * n_vox)
-            if raw.size != k * n_vox:
-                raise B2MError(f"{run.path}: truncated NIfTI: volume {lo + raw.size // n_vox} is missing")
-            # NIfTI stores each volume in Fortran order: x fastest.
-            yield lo, raw.reshape(k, Z, Y, X).transpose(0, 3, 2, 1)
+    opener = gzip.open if run.path.name.endswith(".gz") else open
+    buffer = bytearray(min(BLOCK_VOLUMES, T) * n_vox * dtype.itemsize)
+    try:
+        with opener(run.path, "rb") as f:
+            f.seek(int(run.image.dataobj.offset))
+            for lo in range(0, T, BLOCK_VOLUMES):
+                k = min(BLOCK_VOLUMES, T - lo)
+                view = memoryview(buffer)[: k * n_vox * dtype.itemsize]
+                got = f.readinto(view)
+                while 0 < got < len(view):  # gzip may return fewer bytes than asked before the end
+                    more = f.readinto(view[got:])
+                    if not more:
+                        break
+                    got += more
+                if got < len(view):
+                    raise B2MError(f"{run.path}: truncated NIfTI: volume {lo + got // (n_vox * dtype.itemsize)} "
+                                   f"of {T} is missing")
+                raw = np.frombuffer(view, dtype=dtype)
+                # NIfTI stores each volume in Fortran order: x fastest.
+                yield lo, raw.reshape(k, Z, Y, X).transpose(0, 3, 2, 1)
+    except (OSError, EOFError, zlib.error) as err:
+        raise B2MError(f"{run.path}: unreadable data ({err})") from None
 
 
 def _scale(values: np.ndarray, run: RunImage) -> np.ndarray:

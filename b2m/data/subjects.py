@@ -6,6 +6,7 @@ function from clips to `[L, D]` arrays (`b2m.targets.dataset.clip_targets` in th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,7 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from b2m.core.clips import Clip
 from b2m.core.errors import B2MError
 from b2m.data.bids import BIDSDataset, Presentation, Run, read_events, repetition_time
+from b2m.data.confounds import ConfoundConfig
+from b2m.data.fmriprep import FMRIPrepDataset
+from b2m.data.nifti import open_run
 from b2m.data.preprocess import PreprocessConfig, SubjectData, preprocess_subject
+from b2m.data.rois import load_atlas
 from b2m.data.samples import build_samples, split_by_clip
 
 # Clips -> their embeddings `[L, D]` in one space.
@@ -66,14 +71,39 @@ def preprocess_config(cfg: DictConfig) -> PreprocessConfig:
     return PreprocessConfig(**OmegaConf.to_container(cfg.preprocess, resolve=True))
 
 
+def confound_config(cfg: DictConfig) -> ConfoundConfig:
+    """`data.confounds` (nilearn strategy names) and `data.confound_options`; none for raw BIDS."""
+    strategy = tuple(str(s) for s in cfg.get("confounds") or ())
+    options = OmegaConf.to_container(cfg.confound_options, resolve=True) if cfg.get("confound_options") else {}
+    return ConfoundConfig(strategy, options)
+
+
+LAYOUTS = ("bids", "fmriprep")
+
+
+def dataset(cfg: DictConfig) -> BIDSDataset | FMRIPrepDataset:
+    """The dataset of `data.layout`: raw BIDS (`bids`) or fMRIPrep derivatives beside it (`fmriprep`)."""
+    layout = cfg.get("layout", "bids")
+    if layout not in LAYOUTS:
+        raise B2MError(f"data.layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
+    root = data_paths(cfg)["root"]
+    if layout == "fmriprep":
+        return FMRIPrepDataset(root, cfg.get("derivatives"), str(cfg.get("space") or "T1w"))
+    if cfg.get("confounds"):
+        raise B2MError("data.confounds: raw BIDS has no confounds files; use data=fmriprep or data.confounds=[]")
+    return BIDSDataset(root)
+
+
 @dataclass
 class PreprocessedSubject:
-    """One subject's selected runs per task, their events by run name, the TR (s) and the cleaned data."""
+    """One subject's selected runs per task, their events by run name, the TR (s), the cleaned data and,
+    with `data.rois`, the atlas region of each kept voxel (`[V]` names)."""
 
     runs: dict[str, list[Run]]
     events: dict[str, list[Presentation]]
     tr: float
     data: SubjectData
+    regions: np.ndarray | None = None
 
     def task_clips(self, task: str) -> list[Clip]:
         """The distinct clips of the selected runs of `task` ("Training" or "Test"), sorted."""
@@ -83,10 +113,10 @@ class PreprocessedSubject:
 def load_preprocessed(cfg: DictConfig, subject: str) -> PreprocessedSubject:
     """Select, check and preprocess (or read from the cache) one subject's Training and Test runs."""
     paths = data_paths(cfg)
-    dataset = BIDSDataset(paths["root"])
+    source = dataset(cfg)
     runs = {
-        "Training": dataset.select_runs(subject, "Training", _run_list(cfg.get("training_runs"))),
-        "Test": dataset.select_runs(subject, "Test", _run_list(cfg.get("test_runs"))),
+        "Training": source.select_runs(subject, "Training", _run_list(cfg.get("training_runs"))),
+        "Test": source.select_runs(subject, "Test", _run_list(cfg.get("test_runs"))),
     }
     all_runs = runs["Training"] + runs["Test"]
     tr = repetition_time(all_runs[0])
@@ -94,8 +124,19 @@ def load_preprocessed(cfg: DictConfig, subject: str) -> PreprocessedSubject:
         if repetition_time(run) != tr:
             raise B2MError(f"{run.sidecar}: RepetitionTime differs from {all_runs[0].sidecar.name}'s {tr} s")
     events = {run.name: read_events(run.events) for run in all_runs}
-    data = preprocess_subject(subject, all_runs, tr, preprocess_config(cfg), paths["cache"] / "preproc")
-    return PreprocessedSubject(runs, events, tr, data)
+    if isinstance(source, BIDSDataset):
+        warnings.warn("raw BIDS BOLD: no motion correction or confound regression was done "
+                      "(for fMRIPrep derivatives use data=fmriprep)", stacklevel=2)
+    first = open_run(all_runs[0].bold)
+    atlas = load_atlas(cfg.get("rois"), subject, first.grid, first.affine)
+    chosen = list((cfg.get("rois") or {}).get("select") or [])
+    if chosen and atlas is None:
+        raise B2MError("data.rois.select: needs data.rois.atlas (a label image) and data.rois.labels")
+    restrict = atlas.select(chosen) if chosen else None
+    data = preprocess_subject(subject, all_runs, tr, preprocess_config(cfg), paths["cache"] / "preproc",
+                              confound_config(cfg), restrict)
+    regions = atlas.regions(data.mask) if atlas is not None else None
+    return PreprocessedSubject(runs, events, tr, data, regions)
 
 
 def load_subject(cfg: DictConfig, subject: str, targets: TargetLookup, seed: int) -> SubjectSplits:

@@ -19,8 +19,9 @@ For each subject and embedding space:
 
 Outputs under `out_dir/<subject>/`: NIfTI maps in the BOLD's space (same affine, 0 outside
 the kept voxels) and PNG slice montages; `out_dir/summary.md` with the region tables. Regions:
-with the demo dataset's ground truth (`TRUTH_FILE`), its tuning classes; otherwise the
-`top_k` voxels of highest explainable variance ("auditory") and the rest.
+an atlas's regions when `data.rois` names one (`b2m.data.rois`); else, with the demo dataset's
+ground truth (`TRUTH_FILE`), its tuning classes; otherwise the `top_k` voxels of highest
+explainable variance ("auditory") and the rest.
 """
 
 from __future__ import annotations
@@ -187,7 +188,10 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
             if ev is None:
                 single = repeats.transpose(1, 0, 2, 3).reshape(n_rep, n * w, v)
                 ev, cc = explainable_variance(single), correlation_ceiling(single)
-                regions, source = voxel_regions(root, subject, pre.data.mask, ev, int(ecfg.top_k))
+                if pre.regions is not None:
+                    regions, source = pre.regions, "atlas regions (data.rois.atlas)"
+                else:
+                    regions, source = voxel_regions(root, subject, pre.data.mask, ev, int(ecfg.top_k))
                 for region in _region_names(regions):
                     rows[f"noise_ceiling/{region}/mean_ev"] = float(ev[regions == region].mean())
                 write_map(folder / "noise_ceiling_ev.nii.gz", ev, pre.data.mask, pre.data.affine)

@@ -1,0 +1,113 @@
+"""fMRIPrep confounds through nilearn: the nuisance regressors and censored volumes of one run.
+
+Strategies and their options are nilearn's (`nilearn.interfaces.fmriprep.load_confounds`),
+spelled as nilearn spells them. Volumes that a strategy removes (scrubbing, non-steady
+state) are returned as `censored`; preprocessing turns each into a spike regressor, which
+is the same as leaving the volume out of the fit, and keeps the run's time grid intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from b2m.core.errors import B2MError
+from b2m.data.bids import Run
+
+STRATEGIES = ("motion", "high_pass", "wm_csf", "global_signal", "compcor", "ica_aroma", "tedana", "scrub",
+              "non_steady_state")
+# The options of each strategy and their allowed values (None: a number), as nilearn defines them.
+OPTIONS = {
+    "motion": ("motion", ("basic", "power2", "derivatives", "full")),
+    "wm_csf": ("wm_csf", ("basic", "power2", "derivatives", "full")),
+    "global_signal": ("global_signal", ("basic", "power2", "derivatives", "full")),
+    "compcor": ("compcor", ("anat_combined", "anat_separated", "temporal", "temporal_anat_combined",
+                            "temporal_anat_separated")),
+    "ica_aroma": ("ica_aroma", ("full", "basic")),
+    "tedana": ("tedana", ("aggressive", "non-aggressive")),
+}
+NUMERIC_OPTIONS = {"scrub": ("scrub", "fd_threshold", "std_dvars_threshold"), "compcor": ("n_compcor",)}
+
+
+@dataclass(frozen=True)
+class ConfoundConfig:
+    """`strategy`: nilearn strategy names (empty: no regression); `options`: nilearn's keyword
+    arguments for them (`motion`, `wm_csf`, `scrub`, `fd_threshold`, ...)."""
+
+    strategy: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.strategy if s not in STRATEGIES]
+        if unknown:
+            raise B2MError(f"data.confounds: unknown strategy {unknown[0]!r} (nilearn's: {', '.join(STRATEGIES)})")
+        known = {key for key, _ in OPTIONS.values()} | {k for keys in NUMERIC_OPTIONS.values() for k in keys}
+        for key, value in self.options.items():
+            if key not in known:
+                raise B2MError(f"data.confound_options.{key}: unknown option (known: {', '.join(sorted(known))})")
+            choices = next((c for k, c in OPTIONS.values() if k == key), None)
+            if choices is not None and value not in choices:
+                raise B2MError(f"data.confound_options.{key}: expected one of {', '.join(choices)}, got {value!r}")
+            if choices is None and not (value == "all" and key == "n_compcor"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise B2MError(f"data.confound_options.{key}: expected a number >= 0, got {value!r}")
+
+
+@dataclass
+class RunConfounds:
+    """`regressors` float64 `[T, K]` (K = 0 without confounds), their `names` `[K]`, `censored` bool `[T]`."""
+
+    regressors: np.ndarray
+    names: list[str]
+    censored: np.ndarray
+
+
+def load_run_confounds(run: Run, cfg: ConfoundConfig, n_volumes: int) -> RunConfounds:
+    """The nuisance regressors of `run` (`n_volumes` TRs) under `cfg`, from its fMRIPrep confounds TSV."""
+    none = RunConfounds(np.zeros((n_volumes, 0)), [], np.zeros(n_volumes, dtype=bool))
+    if not cfg.strategy:
+        return none
+    path = run.confounds
+    if path is None:
+        raise B2MError(f"data.confounds: {run.bold} is raw BIDS without fMRIPrep confounds; "
+                       f"use data=fmriprep or data.confounds=[]")
+    if not path.is_file():
+        raise B2MError(f"{path}: confounds file missing (or set data.confounds=[])")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = sum(1 for row in csv.reader(f, delimiter="\t") if row) - 1
+    except (OSError, UnicodeDecodeError) as err:
+        raise B2MError(f"{path}: unreadable confounds file ({err})") from None
+    if rows != n_volumes:
+        raise B2MError(f"{path}: {rows} rows, the BOLD {run.bold.name} has {n_volumes} volumes")
+
+    from nilearn.interfaces.fmriprep import load_confounds  # imports pandas: only when confounds are used
+
+    options = {key: value for strategy in cfg.strategy for key in _option_keys(strategy)
+               if (value := cfg.options.get(key)) is not None}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nilearn's notes on strategy defaults
+            table, sample_mask = load_confounds(str(run.bold), strategy=tuple(cfg.strategy), **options)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        message = " ".join(str(err).split())
+        raise B2MError(f"{path}: {message}") from None
+    if table is None:
+        return none
+    regressors = table.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(regressors).all(axis=0)
+    if bad.any():
+        raise B2MError(f"{path}: column {table.columns[np.flatnonzero(bad)[0]]} has non-finite values")
+    censored = np.zeros(n_volumes, dtype=bool)
+    if sample_mask is not None:
+        censored[:] = True
+        censored[np.asarray(sample_mask, dtype=int)] = False
+    return RunConfounds(regressors, [str(c) for c in table.columns], censored)
+
+
+def _option_keys(strategy: str) -> tuple[str, ...]:
+    own = (OPTIONS[strategy][0],) if strategy in OPTIONS else ()
+    return own + NUMERIC_OPTIONS.get(strategy, ())
