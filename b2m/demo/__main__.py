@@ -1,4 +1,4 @@
-"""`python -m b2m.demo --size {tiny,default,full} --out DIR`: write the offline demo dataset."""
+"""`python -m b2m.demo --size {tiny,default,full} [--layout fmriprep] --out DIR`: write the offline demo dataset."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--world", choices=list(WORLDS), default="default",
                         help="the simulated world (b2m/demo/worlds.py); second: another tuning model, SNR, HRFs, "
                              "noise and grid, and no cortex mask")
+    parser.add_argument("--layout", choices=["bids", "fmriprep"], default="bids",
+                        help="bids: raw BOLD as ds003720 publishes it; fmriprep: fMRIPrep's derivatives (float32 "
+                             "BOLD with motion and physiological artefacts, brain masks, confounds, an atlas)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the stimuli")
     return parser.parse_args(argv)
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         out = build_dataset(args.out, args.size, args.subjects, args.max_training_runs, args.max_test_runs,
-                            args.seed, args.workers, args.world)
+                            args.seed, args.workers, args.world, args.layout)
     except B2MError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

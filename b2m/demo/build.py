@@ -7,6 +7,7 @@ Layout written under `out` (what the loader reads):
   derivatives/demo/dataset_description.json          (size, seed, grid of this build)
   derivatives/demo/sub-00S/sub-00S_desc-cortex_mask.nii.gz  (not in worlds without a cortex mask)
   derivatives/demo/sub-00S/sub-00S_desc-truth.npz     (per cortex voxel, see `write_truth`)
+With `layout="fmriprep"` the raw BOLD is replaced by fMRIPrep's derivatives (`b2m.demo.fmriprep`).
 
 Every file is written atomically and skipped when already complete, so a rerun
 resumes after a kill. Randomness is seeded per subject (anatomy, tunings, noise
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from b2m.data.bids import read_events
 from b2m.core.clips import Clip
-from b2m.demo import bold, features, music
+from b2m.demo import bold, features, fmriprep, music
 from b2m.demo.anatomy import Anatomy, make_anatomy
 from b2m.demo.worlds import WORLDS, World
 from b2m.data.stimuli import StimulusSet
@@ -41,6 +42,8 @@ N_SUBJECTS, N_TRAINING_RUNS, N_TEST_RUNS = 5, 12, 6
 N_VOLUMES = 410
 TR_S = 1.5
 TASK_CODES = {"Training": 0, "Test": 1}  # part of each run's random seed
+ARTEFACT_CODE = 7  # seeds the fMRIPrep layout's artefacts apart from the BOLD
+LAYOUTS = ("bids", "fmriprep")
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,14 @@ def plan_runs(preset: SizePreset, subjects: tuple[int, ...] | None, max_training
     return sorted(runs, key=lambda r: (r.subject, TASK_CODES[r.task], r.run))
 
 
-def check_manifest(out: Path, preset: SizePreset, seed: int, world: World) -> None:
-    """Record size, seed, grid and world; refuse to mix builds with different ones in one folder."""
+def check_manifest(out: Path, preset: SizePreset, seed: int, world: World, layout: str = "bids") -> None:
+    """Record size, seed, grid, world and layout; refuse to mix builds with different ones in one folder."""
     path = out / "derivatives" / "demo" / "dataset_description.json"
     params = {"size": preset.name, "seed": seed, "grid": list(preset.grid)}
     if world.name != "default":  # the default world's manifest is that of builds before worlds existed
         params["world"] = world.name
+    if layout != "bids":
+        params["layout"] = layout
     if path.exists():
         found = json.loads(path.read_text()).get("b2m_demo")
         if found != params:
@@ -203,14 +208,20 @@ def write_truth(path: Path, anatomy: Anatomy, tuning: bold.Tuning, world: World)
 
 def build_dataset(out: str | Path, size: str = "default", subjects: tuple[int, ...] | None = None,
                   max_training_runs: int | None = None, max_test_runs: int | None = None, seed: int = 0,
-                  workers: int = 2, world: str = "default") -> Path:
-    """Write (or complete) the demo dataset of `world` (`b2m.demo.worlds`) under `out`; returns its path."""
+                  workers: int = 2, world: str = "default", layout: str = "bids") -> Path:
+    """Write (or complete) the demo dataset of `world` (`b2m.demo.worlds`) under `out`; returns its path.
+
+    `layout`: "bids" writes raw int16 BOLD as ds003720 publishes it; "fmriprep" writes fMRIPrep's
+    derivatives instead (`b2m.demo.fmriprep`: float32 gzipped BOLD with motion and physiological
+    artefacts, brain masks, confounds, an atlas), with the events in the raw root."""
     if size not in PRESETS:
         raise B2MError(f"--size: unknown size {size!r}, choose one of {', '.join(PRESETS)}")
     if world not in WORLDS:
         raise B2MError(f"--world: unknown world {world!r}, choose one of {', '.join(WORLDS)}")
     if seed < 0:
         raise B2MError(f"--seed: {seed} is negative")
+    if layout not in LAYOUTS:
+        raise B2MError(f"--layout: unknown layout {layout!r}, choose one of {', '.join(LAYOUTS)}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise B2MError(f"{out}: exists and is not a folder")
@@ -219,8 +230,10 @@ def build_dataset(out: str | Path, size: str = "default", subjects: tuple[int, .
     if size in sim.grids:
         preset = dataclasses.replace(preset, grid=sim.grids[size])
     runs = plan_runs(preset, subjects, max_training_runs, max_test_runs)
-    check_manifest(out, preset, seed, sim)
+    check_manifest(out, preset, seed, sim, layout)
     write_top_files(out)
+    if layout == "fmriprep":
+        fmriprep.write_description(out)
     for run in runs:
         copy_metadata(out, run)
     designs = DesignBuilder(write_stimuli(out, runs, workers))
@@ -239,14 +252,27 @@ def build_dataset(out: str | Path, size: str = "default", subjects: tuple[int, .
             write_mask(mask_path, anatomy)
         if not truth_path.exists():
             write_truth(truth_path, anatomy, tuning, sim)
-        todo = [r for r in runs if r.subject == subject and not _complete(r.func_path(out, "bold.nii"), shape4)]
+        if layout == "fmriprep":
+            # Own generators, so that the BOLD under the artefacts is that of the raw layout.
+            tissues = fmriprep.Tissues(anatomy, noise.baseline, noise.amplitude,
+                                       np.random.default_rng([seed, subject, ARTEFACT_CODE]))
+            fmriprep.write_subject(out, subject, anatomy, tissues)
+        todo = [r for r in runs if r.subject == subject and not _complete(out, r, shape4, layout)]
         for run in tqdm(todo, desc=f"BOLD sub-{subject:03d}", unit="run", disable=not todo):
             design = designs.designs(run.func_path(META_DIR, "events.tsv"), sim.hrf_peaks_s)
             run_rng = np.random.default_rng([seed, subject, TASK_CODES[run.task], run.run])
             blocks = bold.simulate_run(anatomy, noise, tuning, design, TR_S, run_rng, sim)
-            bold.write_bold(run.func_path(out, "bold.nii"), blocks, shape4, anatomy.affine, TR_S)
+            if layout == "fmriprep":
+                artefact_rng = np.random.default_rng([seed, subject, TASK_CODES[run.task], run.run, ARTEFACT_CODE])
+                fmriprep.write_run(fmriprep.bold_path(out, run.subject, run.task, run.run), blocks, shape4,
+                                   anatomy.affine, TR_S, tissues, artefact_rng)
+            else:
+                bold.write_bold(run.func_path(out, "bold.nii"), blocks, shape4, anatomy.affine, TR_S)
     return out
 
 
-def _complete(path: Path, shape: tuple[int, ...]) -> bool:
+def _complete(out: Path, run: Run, shape: tuple[int, ...], layout: str) -> bool:
+    if layout == "fmriprep":  # the confounds file is the run's last
+        return fmriprep.confounds_path(out, run.subject, run.task, run.run).exists()
+    path = run.func_path(out, "bold.nii")
     return path.exists() and path.stat().st_size == bold.nifti_size(shape)
