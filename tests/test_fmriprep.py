@@ -297,3 +297,17 @@ def test_layout_and_roi_keys_are_checked(prep):
     atlas, _ = demo_fmriprep.atlas_paths(prep, 1)
     with pytest.raises(B2MError, match="data.rois.labels: the atlas needs its label table"):
         load_preprocessed(data_cfg(prep, f"data.rois.atlas={atlas}"), SUB)
+
+
+def test_uncompressed_derivatives_and_old_confounds_names(copy):
+    import gzip
+
+    folder = copy / FUNC
+    for path in list(folder.glob("*task-Test_run-01_space-T1w_desc-*.nii.gz")):
+        path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+        path.unlink()
+    old = confounds_file(copy, "Test_run-01")  # fMRIPrep < 20.2 named it desc-confounds_regressors
+    old.rename(old.with_name(old.name.replace("_timeseries", "_regressors")))
+    run = FMRIPrepDataset(copy, None, "T1w").runs(SUB, "Test")[0]
+    assert run.bold.suffix == run.mask.suffix == ".nii" and run.confounds.name.endswith("_regressors.tsv")
+    assert load_preprocessed(data_cfg(copy), SUB).data.n_voxels > 0

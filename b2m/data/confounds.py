@@ -91,7 +91,10 @@ def load_run_confounds(run: Run, cfg: ConfoundConfig, n_volumes: int) -> RunConf
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nilearn's notes on strategy defaults
-            table, sample_mask = load_confounds(str(run.bold), strategy=tuple(cfg.strategy), **options)
+            # nilearn finds the TSV from the image's name and never opens the image; it accepts only
+            # .nii.gz names, so an uncompressed run is named as its gzipped twin.
+            image = run.bold if run.bold.name.endswith(".gz") else run.bold.with_name(run.bold.name + ".gz")
+            table, sample_mask = load_confounds(str(image), strategy=tuple(cfg.strategy), **options)
     except (ValueError, KeyError, FileNotFoundError) as err:
         message = " ".join(str(err).split())
         raise B2MError(f"{path}: {message}") from None

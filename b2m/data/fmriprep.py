@@ -108,11 +108,16 @@ class FMRIPrepDataset:
         if len(chosen) > 1:
             raise B2MError(f"{folder}: several outputs match data.space={self.space} for task-{task} run {number} "
                            f"({', '.join(p.name for p, _ in chosen)}); name one: {', '.join(present)}")
-        bold = chosen[0][0]
+        bold, entities = chosen[0]
         stem = bold.name[: bold.name.index("_desc-preproc_bold")]
+        same = {k: v for k, v in entities.items() if k != "desc"}
+        masks = [p for p, (e, suffix, ext) in outputs if suffix == "mask" and e.get("desc") == "brain"
+                 and {k: v for k, v in e.items() if k != "desc"} == same and ext in (".nii", ".nii.gz")]
         confounds = [p for p, (e, suffix, ext) in outputs
                      if of_run(e) and "space" not in e and e.get("desc") == "confounds"
                      and suffix in ("timeseries", "regressors") and ext == ".tsv"]
+        # Missing files are reported where they are read, by the names fMRIPrep gives them.
+        mask = masks[0] if masks else folder / f"{stem}_desc-brain_mask.nii.gz"
         expected = folder / (stem.split("_space-")[0] + "_desc-confounds_timeseries.tsv")
         return Run(subject, task, number, bold, events, folder / f"{stem}_desc-preproc_bold.json",
-                   mask=folder / f"{stem}_desc-brain_mask.nii.gz", confounds=confounds[0] if confounds else expected)
+                   mask=mask, confounds=confounds[0] if confounds else expected)
