@@ -27,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from b2m.reconstruction.musicgen.builders import random_musicgen
+from b2m.targets.pretrained import random_musicgen
 from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig
 from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 

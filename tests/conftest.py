@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from helpers.bids import make_bids
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# The offline models of the embedding spaces are written once per test session, not into ~/.cache.
+os.environ.setdefault("B2M_CACHE", tempfile.mkdtemp(prefix="b2m-test-cache-"))
 
 
 @pytest.fixture

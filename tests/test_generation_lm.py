@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from b2m.reconstruction.musicgen.codec import decode_codes
-from b2m.reconstruction.musicgen.builders import random_musicgen
+from b2m.targets.pretrained import random_musicgen
 from b2m.reconstruction.musicgen.lm import SamplingConfig, delay_pattern_valid, keyed_uniform, sample
 from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 

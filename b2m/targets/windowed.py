@@ -19,6 +19,16 @@ from b2m.targets.base import EmbeddingSpace
 _TOLERANCE_S = 0.01
 
 
+def window_starts(window_s: float, stride_s: float, clip_s: float, key: str) -> list[float]:
+    """Start times (s) of the windows of `window_s` every `stride_s` that fit in `clip_s`:
+    `L = 1 + floor((clip_s - window_s) / stride_s)`; bad values are a B2MError naming `key`."""
+    if not 0 < window_s <= clip_s or stride_s <= 0:
+        raise B2MError(f"{key}: need 0 < window_s <= clip_s and stride_s > 0, "
+                       f"got window_s={window_s}, stride_s={stride_s}, clip_s={clip_s}")
+    # A small epsilon so that e.g. (15 - 10) / 2.5 = 2 is not floored to 1 by rounding.
+    return [i * stride_s for i in range(1 + math.floor((clip_s - window_s) / stride_s + 1e-9))]
+
+
 class WindowedSpace(EmbeddingSpace):
     """An inner audio space on windows of `window_s` seconds every `stride_s` seconds.
 
@@ -33,17 +43,14 @@ class WindowedSpace(EmbeddingSpace):
     def __init__(self, inner: EmbeddingSpace, window_s: float, stride_s: float, clip_s: float) -> None:
         super().__init__(inner=inner.name, inner_config=inner.config, window_s=window_s, stride_s=stride_s,
                          clip_s=clip_s)
-        if not 0 < window_s <= clip_s or stride_s <= 0:
-            raise B2MError(f"windowed: need 0 < window_s <= clip_s and stride_s > 0, "
-                           f"got window_s={window_s}, stride_s={stride_s}, clip_s={clip_s}")
+        self.starts = window_starts(window_s, stride_s, clip_s, "windowed")
         self.inner = inner
         if self.inner.modality != "audio" or self.inner.shape[0] != 1:
             raise B2MError(f"windowed.inner: {inner.name!r} must be an audio space with L = 1, "
                            f"got modality {self.inner.modality!r}, shape {self.inner.shape}")
         self.sample_rate = self.inner.sample_rate
         self.window_s, self.stride_s, self.clip_s = window_s, stride_s, clip_s
-        # A small epsilon so that e.g. (15 - 10) / 2.5 = 2 is not floored to 1 by rounding.
-        self.n_windows = 1 + math.floor((clip_s - window_s) / stride_s + 1e-9)
+        self.n_windows = len(self.starts)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -53,8 +60,7 @@ class WindowedSpace(EmbeddingSpace):
         """`[start, end)` sample indices of each window at `sample_rate`."""
         sr = self.sample_rate
         n = int(round(self.window_s * sr))
-        return [(int(round(i * self.stride_s * sr)), int(round(i * self.stride_s * sr)) + n)
-                for i in range(self.n_windows)]
+        return [(int(round(start * sr)), int(round(start * sr)) + n) for start in self.starts]
 
     def embed_batch(self, items: Sequence[np.ndarray]) -> np.ndarray:
         """Waveforms `[samples]` at `sample_rate` Hz -> float32 `[N, L, D]`."""

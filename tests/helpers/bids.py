@@ -23,7 +23,8 @@ def write_run(path: Path, data: np.ndarray, tr: float = 1.5) -> None:
 
 def make_bids(root: Path, subjects=(1,), training_runs=(1,), test_runs=(1,), grid=(4, 4, 3),
               n_volumes: int = 410, seed: int = 0, audio_rate: int = 8000) -> Path:
-    """A tiny dataset: real events and sidecars, random BOLD (brain block + empty border), tone stimuli."""
+    """A tiny dataset: real events and sidecars, random BOLD (brain block + empty border), tone stimuli
+    and template captions."""
     rng = np.random.default_rng(seed)
     tracks = set()
     for s in subjects:
@@ -47,4 +48,6 @@ def make_bids(root: Path, subjects=(1,), training_runs=(1,), test_runs=(1,), gri
         t = np.arange(int(30 * audio_rate)) / audio_rate
         tone = 0.3 * np.sin(2 * np.pi * (110 + 7 * track + 50 * len(genre)) * t)
         sf.write(folder / f"{genre}.{track:05d}.wav", tone.astype(np.float32), audio_rate)
+    rows = [f"{genre},{track},A {genre} track with a tone (number {track})." for genre, track in sorted(tracks)]
+    (root / "stimuli" / "captions.csv").write_text("genre,track,caption\n" + "\n".join(rows) + "\n")
     return root
