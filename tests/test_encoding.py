@@ -79,6 +79,11 @@ def test_encoding_maps_recover_the_simulated_tuning(tuned_run, tmp_path):
     assert metrics["encoding/acoustic/spectrotemporal/mean_r"] > metrics["encoding/caption/spectrotemporal/mean_r"]
     assert metrics["encoding/caption/semantic/mean_r"] > metrics["encoding/acoustic/semantic/mean_r"]
     assert metrics["encoding/acoustic_minus_caption/spectrotemporal/mean_r"] > 0
+    # The same dissociation in the variance that only one space explains (banded ridge on both).
+    part = "encoding/acoustic+caption/"
+    assert metrics[part + "unique_acoustic/spectrotemporal/mean"] > metrics[part + "unique_caption/spectrotemporal/mean"]
+    assert metrics[part + "unique_caption/semantic/mean"] > metrics[part + "unique_acoustic/semantic/mean"]
+    assert metrics[part + "unique_acoustic/spectrotemporal/mean"] > 0.05
     assert metrics["encoding/noise_ceiling/spectrotemporal/mean_ev"] > 0.3 > metrics[
         "encoding/noise_ceiling/untuned/mean_ev"]
 
@@ -102,8 +107,10 @@ def test_encoding_maps_recover_the_simulated_tuning(tuned_run, tmp_path):
     assert all(sig[v] == 1 for v in SPECTRO) and sig[untuned].mean() < 0.2
     assert (folder / "acoustic_r.png").read_bytes()[:4] == b"\x89PNG"
     assert (folder / "acoustic_minus_caption_r.nii.gz").exists()
+    assert (folder / "acoustic+caption_unique_acoustic.nii.gz").exists() and (folder / "acoustic+caption_shared.png").exists()
     table = (out / "encoding" / "summary.md").read_text()
     assert f"| spectrotemporal | {len(SPECTRO)} |" in table
+    assert "Variance partitioning, acoustic + caption" in table
     assert TRUTH_FILE.format(subject="sub-001").split("/")[-1] in table
 
 

@@ -152,3 +152,39 @@ def test_train_runs_offline_in_every_space(name, bids, tmp_path):
     assert 0.0 <= metrics["test/id_acc"] <= 1.0
     saved = np.load(tmp_path / "run" / "predictions" / "sub-001.npz")
     assert saved["pred"].shape[1:] == packaged_space(name).shape
+
+
+def test_mert_without_an_extractor_file_uses_the_configs_rate(tmp_path):
+    import json
+
+    folder = Path(shutil.copytree(model_folder_of_tiny_mert(), tmp_path / "mert-v0"))
+    (folder / "preprocessor_config.json").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "sample_rate": 16_000}))
+    space = packaged_space("mert", weights=str(folder))
+    assert space.sample_rate == 16_000 and space.embed_batch(waves(space, 1)).shape == (1, 1, 32)
+
+
+def model_folder_of_tiny_mert() -> Path:
+    from b2m.targets.frames import write_tiny_hubert
+    from b2m.targets.pretrained import offline_model
+
+    return offline_model("hubert-tiny", {}, write_tiny_hubert)
+
+
+def test_brain2music_comparison_end_to_end(bids, tmp_path, monkeypatch, capsys):
+    from b2m.experiments import brain2music
+
+    out = tmp_path / "b2m"
+    args = ["--spaces", "acoustic", "clap", "--out", str(out), "--n-boot", "20", f"data.root={bids}",
+            "data.preprocess.mask=null", "decoder.n_folds=3"]
+    assert brain2music.main(args) == 0
+    table = (out / "table.md").read_text()
+    assert "| acoustic | audio | ridge |" in table and "| clap | audio | ridge |" in table
+    assert (out / "table.png").read_bytes()[:4] == b"\x89PNG"
+    # A second call finds every run done and trains nothing.
+    monkeypatch.setattr(brain2music, "train", lambda cfg: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert brain2music.main(args) == 0
+    assert brain2music.main(["--spaces", "nope", "--out", str(out)]) == 2
+    assert "--spaces: no target config 'nope'" in capsys.readouterr().err
+    assert brain2music.main(["--spaces", "clap", "--weights", "mert=x", "--out", str(out)]) == 2

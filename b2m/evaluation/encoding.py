@@ -17,6 +17,10 @@ For each subject and embedding space:
    prediction (`n_perm` times; keeps the autocorrelation within a window), then
    Benjamini-Hochberg FDR over the voxels at `fdr_q`.
 
+6. Variance partitioning (`encoding.partition`), when the spaces include audio and text ones:
+   per (audio, text) pair, a banded ridge on both (`b2m.evaluation.partition`) gives each
+   voxel's unique and shared test R².
+
 Outputs under `out_dir/<subject>/`: NIfTI maps in the BOLD's space (same affine, 0 outside
 the kept voxels) and PNG slice montages; `out_dir/summary.md` with the region tables. Regions:
 an atlas's regions when `data.rois` names one (`b2m.data.rois`); else, with the demo dataset's
@@ -42,6 +46,7 @@ from b2m.data.bids import Presentation, subject_label
 from b2m.data.samples import build_samples
 from b2m.data.subjects import PreprocessedSubject, data_paths, load_preprocessed
 from b2m.evaluation import plots
+from b2m.evaluation.partition import banded_predictions, partition, r2_columns
 from b2m.evaluation.stats import correlation_ceiling, explainable_variance, fdr_bh, pearson_columns, zscore_columns
 from b2m.targets import EmbeddingSpace, space_by_name
 from b2m.targets.dataset import clip_targets
@@ -74,24 +79,26 @@ def delayed(x: np.ndarray, delays: list[int]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- one subject, one space
-def fit_space(pre: PreprocessedSubject, emb: dict[Clip, np.ndarray], delays: list[int], window: list[int],
-              alphas: list[float], n_folds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fit on the Training runs, predict the Test runs: `(pred [N, W, V], observed repeats [N, R, W, V])`
-    for the N test clips, W window TRs (`window`, TRs after each onset) and R presentations."""
+def run_designs(pre: PreprocessedSubject, emb: dict[Clip, np.ndarray], delays: list[int]) -> dict[str, np.ndarray]:
+    """The FIR design `[T, F * len(delays)]` of every run (by name), embeddings z-scored over the training clips."""
     train_clips = {p.clip for run in pre.runs["Training"] for p in pre.events[run.name]}
     stack = np.stack([emb[c].reshape(-1) for c in sorted(train_clips)])
     mean, sd = stack.mean(axis=0), stack.std(axis=0)
     sd[sd == 0] = 1.0
     scaled = {c: (e.reshape(-1) - mean) / sd for c, e in emb.items()}
+    return {run.name: delayed(stimulus_time_course(pre.events[run.name], scaled, len(pre.data.runs[run.name]),
+                                                   pre.tr), delays)
+            for run in pre.runs["Training"] + pre.runs["Test"]}
 
-    def design(run) -> np.ndarray:
-        n_tr = len(pre.data.runs[run.name])
-        return delayed(stimulus_time_course(pre.events[run.name], scaled, n_tr, pre.tr), delays)
 
-    x = np.concatenate([design(r) for r in pre.runs["Training"]])
+def fit_space(pre: PreprocessedSubject, designs: dict[str, np.ndarray], window: list[int], alphas: list[float],
+              n_folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit on the Training runs, predict the Test runs: `(pred [N, W, V], observed repeats [N, R, W, V])`
+    for the N test clips, W window TRs (`window`, TRs after each onset) and R presentations."""
+    x = np.concatenate([designs[r.name] for r in pre.runs["Training"]])
     y = np.concatenate([np.asarray(pre.data.runs[r.name]) for r in pre.runs["Training"]])
     ridge = RidgeCV(alphas=alphas, n_folds=n_folds).fit(x, y)
-    predicted = {r.name: ridge.predict(design(r)) for r in pre.runs["Test"]}
+    predicted = {r.name: ridge.predict(designs[r.name]) for r in pre.runs["Test"]}
     test = pre.runs["Test"]
     observed = build_samples("Test", test, pre.events, pre.data.runs, pre.tr, window, average_repeats=True)
     pred = build_samples("Test", test, pre.events, predicted, pre.tr, window, average_repeats=True)
@@ -179,10 +186,12 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
         rows: dict[str, float] = {}
         r_by_space: dict[str, np.ndarray] = {}
         ev = cc = regions = None
+        designs: dict[str, dict[str, np.ndarray]] = {}
+        r2: dict[str, np.ndarray] = {}
         for name, space in spaces.items():
-            emb = clip_targets(data_cfg, space, clips)
-            pred, repeats = fit_space(pre, emb, delays, list(data_cfg.delays_tr), list(ecfg.alphas),
-                                         int(ecfg.n_folds))
+            designs[name] = run_designs(pre, clip_targets(data_cfg, space, clips), delays)
+            pred, repeats = fit_space(pre, designs[name], list(data_cfg.delays_tr), list(ecfg.alphas),
+                                      int(ecfg.n_folds))
             n, n_rep, w, v = repeats.shape
             observed = repeats.mean(axis=1)
             if ev is None:
@@ -201,6 +210,7 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
             significant, _ = fdr_bh(p, float(ecfg.fdr_q))
             normalised = np.divide(r, cc, out=np.full(v, np.nan), where=cc > 0)
             r_by_space[name] = r
+            r2[name] = r2_columns(pred.reshape(n * w, v), observed.reshape(n * w, v))
             rows[f"{name}/mean_r"] = float(r.mean())
             rows[f"{name}/mean_r_normalised"] = float(np.nanmean(normalised)) if np.isfinite(normalised).any() else None
             rows[f"{name}/fraction_significant"] = float(significant.mean())
@@ -217,8 +227,23 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
                 rows[f"{a}_minus_{b}/{region}/mean_r"] = float(diff[regions == region].mean())
             volume = write_map(folder / f"{a}_minus_{b}_r.nii.gz", diff, pre.data.mask, pre.data.affine)
             plots.plot_slices(volume, folder / f"{a}_minus_{b}_r.png", f"{subject}: r({a}) - r({b})")
+        pairs = _space_pairs(spaces) if ecfg.partition.enabled and _modalities_split(spaces) else []
+        for a, b in pairs:
+            joint = banded_predictions(pre, [designs[a], designs[b]], list(data_cfg.delays_tr), list(ecfg.alphas),
+                                       int(ecfg.n_folds), int(ecfg.partition.n_iter), seed)
+            parts = partition(r2[a], r2[b], r2_columns(joint.reshape(n * w, v), observed.reshape(n * w, v)))
+            for part, values in parts.items():
+                label = {"unique_a": f"unique_{a}", "unique_b": f"unique_{b}", "shared": "shared"}[part]
+                key = f"{a}+{b}/{label}"
+                rows[f"{key}/mean"] = float(values.mean())
+                for region in _region_names(regions):
+                    rows[f"{key}/{region}/mean"] = float(values[regions == region].mean())
+                volume = write_map(folder / f"{a}+{b}_{label}.nii.gz", values, pre.data.mask, pre.data.affine)
+                plots.plot_slices(volume, folder / f"{a}+{b}_{label}.png",
+                                  f"{subject}: {label.replace('_', ' ')} variance, {a} + {b} (test R²)")
         per_subject[subject] = rows
         lines += _subject_table(subject, rows, spaces, regions, source)
+        lines += _partition_table(rows, pairs, regions)
 
     out = aggregate_subjects(per_subject, prefix="encoding/", sd=False)
     write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
@@ -227,6 +252,25 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
 
 def _region_names(regions: np.ndarray) -> list[str]:
     return sorted(set(regions.tolist()))
+
+
+def _modalities_split(spaces: dict[str, EmbeddingSpace]) -> bool:
+    return {s.modality for s in spaces.values()} == {"audio", "text"}
+
+
+def _partition_table(rows: dict, pairs: list[tuple[str, str]], regions: np.ndarray) -> list[str]:
+    """Markdown: unique and shared test R² per region for each (audio, text) pair."""
+    lines = []
+    for a, b in pairs:
+        labels = [f"unique_{a}", f"unique_{b}", "shared"]
+        lines += [f"Variance partitioning, {a} + {b} (banded ridge, himalaya; test R²):", "",
+                  "| region | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for region in _region_names(regions) + ["all"]:
+            key = "" if region == "all" else f"/{region}"
+            lines.append(f"| {region} | " + " | ".join(f"{rows[f'{a}+{b}/{label}{key}/mean']:.4f}"
+                                                     for label in labels) + " |")
+        lines.append("")
+    return lines
 
 
 def _space_pairs(spaces: dict[str, EmbeddingSpace]) -> list[tuple[str, str]]:

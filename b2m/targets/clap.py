@@ -34,7 +34,7 @@ _TOKENIZER_CORPUS = ("a blues classical country disco hiphop jazz metal pop regg
                      "calm energetic upbeat melody rhythm beat groove instrumental")
 
 
-def _tiny_clap(folder: Path) -> None:
+def write_tiny_clap(folder: Path) -> None:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
                               ClapTextConfig, RobertaTokenizerFast)
@@ -58,9 +58,9 @@ def _tiny_clap(folder: Path) -> None:
 
 
 def load_clap(weights: str, key: str):
-    """(ClapModel in eval mode, ClapProcessor) of `weights`, shared by the audio and text spaces."""
-    folder = offline_model("clap-tiny", {}, _tiny_clap) if weights == "tiny" else model_folder(weights, key)
-    return _load(folder)
+    """(folder, ClapModel in eval mode, ClapProcessor) of `weights`, shared by the audio and text spaces."""
+    folder = offline_model("clap-tiny", {}, write_tiny_clap) if weights == "tiny" else model_folder(weights, key)
+    return (folder, *_load(folder))
 
 
 @lru_cache(maxsize=2)
@@ -80,8 +80,9 @@ class ClapAudioSpace(EmbeddingSpace):
     modality = "audio"
 
     def __init__(self, weights: str, stride_s: float, clip_s: float) -> None:
-        super().__init__(weights=str(weights), stride_s=stride_s, clip_s=clip_s)
-        self.model, self.processor = load_clap(str(weights), "clap.weights")
+        folder, self.model, self.processor = load_clap(str(weights), "clap.weights")
+        # The folder's name (a snapshot's revision, the offline model's version) keys the embedding cache.
+        super().__init__(weights=str(weights), model=folder.name, stride_s=stride_s, clip_s=clip_s)
         extractor = self.processor.feature_extractor
         self.sample_rate = int(extractor.sampling_rate)
         self.window_s = float(extractor.nb_max_samples) / self.sample_rate
@@ -121,8 +122,8 @@ class ClapTextSpace(EmbeddingSpace):
     modality = "text"
 
     def __init__(self, weights: str, max_length: int) -> None:
-        super().__init__(weights=str(weights), max_length=max_length)
-        self.model, self.processor = load_clap(str(weights), "clap_text.weights")
+        folder, self.model, self.processor = load_clap(str(weights), "clap_text.weights")
+        super().__init__(weights=str(weights), model=folder.name, max_length=max_length)
         self.max_length = max_length
 
     @property

@@ -74,7 +74,7 @@ class FrameSpace(EmbeddingSpace):
         return pool_windows(states, self.frame_rate, self.starts, self.window_s).numpy()
 
 
-def _tiny_hubert(folder) -> None:
+def write_tiny_hubert(folder) -> None:
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
     config = HubertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
@@ -86,22 +86,27 @@ def _tiny_hubert(folder) -> None:
 
 
 class MertSpace(FrameSpace):
-    """Config: `weights` (tiny | folder | hub id, e.g. m-a-p/MERT-v0-public), `layer` (0: the
+    """Config: `weights` (tiny | folder | hub id: m-a-p/MERT-v0 is in HuBERT's format, 16 kHz; m-a-p/MERT-v1-95M
+    needs `trust_remote_code`, 24 kHz), `layer` (0: the
     feature projection; n: the n-th transformer layer), `trust_remote_code`, windows."""
 
     name = "mert"
 
     def __init__(self, weights: str, layer: int, trust_remote_code: bool, window_s: float, stride_s: float,
                  clip_s: float) -> None:
-        from transformers import AutoFeatureExtractor, AutoModel, HubertModel
+        from transformers import AutoFeatureExtractor, AutoModel, HubertModel, Wav2Vec2FeatureExtractor
 
-        folder = offline_model("hubert-tiny", {}, _tiny_hubert) if weights == "tiny" else model_folder(weights,
+        folder = offline_model("hubert-tiny", {}, write_tiny_hubert) if weights == "tiny" else model_folder(weights,
                                                                                                    "mert.weights")
         model_type = json.loads((folder / "config.json").read_text()).get("model_type")
         if model_type != "hubert" and not trust_remote_code:
             raise B2MError(f"mert.weights: {weights} is a {model_type!r} model with its own code; set "
                            f"target.trust_remote_code=true to run it (it executes code from the snapshot)")
-        self.extractor = from_pretrained(AutoFeatureExtractor, folder, trust_remote_code=trust_remote_code)
+        if (folder / "preprocessor_config.json").is_file():
+            self.extractor = from_pretrained(AutoFeatureExtractor, folder, trust_remote_code=trust_remote_code)
+        else:  # MERT-v0 ships no extractor: HuBERT's, at the rate its config names
+            rate = int(json.loads((folder / "config.json").read_text()).get("sample_rate", 16_000))
+            self.extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=rate, do_normalize=True)
         self.model = from_pretrained(HubertModel if model_type == "hubert" else AutoModel, folder,
                                      **({} if model_type == "hubert" else {"trust_remote_code": True}))
         n_layers = int(self.model.config.num_hidden_layers)
@@ -111,7 +116,7 @@ class MertSpace(FrameSpace):
         self.frame_rate = self.sample_rate / float(np.prod(self.model.config.conv_stride))
         self.dim = int(self.model.config.hidden_size)
         self.layer = layer
-        super().__init__(window_s, stride_s, clip_s, weights=str(weights), layer=layer)
+        super().__init__(window_s, stride_s, clip_s, weights=str(weights), model=folder.name, layer=layer)
 
     def frames(self, waves: torch.Tensor) -> torch.Tensor:
         inputs = self.extractor(list(waves.numpy()), sampling_rate=self.sample_rate, return_tensors="pt")
@@ -119,7 +124,7 @@ class MertSpace(FrameSpace):
         return out.hidden_states[self.layer]
 
 
-def _tiny_musicgen(folder) -> None:
+def write_tiny_musicgen(folder) -> None:
     """The tiny random MusicGen, its codebooks drawn from its encoder's own latents (a random
     codebook lies so far from them that every frame gets the same code; a trained one covers them)."""
     from transformers import EncodecFeatureExtractor
@@ -143,19 +148,19 @@ def _tiny_musicgen(folder) -> None:
 
 def musicgen_folder(weights: str, key: str):
     """`tiny`: the tiny MusicGen's folder (its `audio_encoder` is the codec); else a folder or hub id."""
-    return offline_model("musicgen-tiny", {}, _tiny_musicgen) if weights == "tiny" else model_folder(weights, key)
+    return offline_model("musicgen-tiny", {}, write_tiny_musicgen) if weights == "tiny" else model_folder(weights, key)
 
 
 def load_codec(weights: str, key: str):
-    """An `EncodecModel` from an EnCodec checkpoint or from the codec inside a MusicGen checkpoint."""
+    """(folder, `EncodecModel`) from an EnCodec checkpoint or from the codec inside a MusicGen checkpoint."""
     from transformers import EncodecModel, MusicgenForConditionalGeneration
 
     folder = musicgen_folder(weights, key)
     model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     if model_type == "encodec":
-        return from_pretrained(EncodecModel, folder)
+        return folder, from_pretrained(EncodecModel, folder)
     if model_type == "musicgen":
-        return from_pretrained(MusicgenForConditionalGeneration, folder).audio_encoder
+        return folder, from_pretrained(MusicgenForConditionalGeneration, folder).audio_encoder
     raise B2MError(f"{key}: {weights} holds a {model_type!r} model, not EnCodec or MusicGen")
 
 
@@ -166,11 +171,11 @@ class EncodecSpace(FrameSpace):
     name = "encodec"
 
     def __init__(self, weights: str, window_s: float, stride_s: float, clip_s: float) -> None:
-        self.codec = load_codec(weights, "encodec.weights")
+        folder, self.codec = load_codec(weights, "encodec.weights")
         self.sample_rate = int(self.codec.config.sampling_rate)
         self.frame_rate = self.sample_rate / float(np.prod(self.codec.config.upsampling_ratios))
         self.dim = int(self.codec.config.hidden_size)
-        super().__init__(window_s, stride_s, clip_s, weights=str(weights))
+        super().__init__(window_s, stride_s, clip_s, weights=str(weights), model=folder.name)
 
     def frames(self, waves: torch.Tensor) -> torch.Tensor:
         return self.codec.encoder(waves[:, None, :]).transpose(1, 2)  # [N, D, T] -> [N, T, D]
@@ -207,7 +212,7 @@ class MusicgenLMSpace(FrameSpace):
         self.sample_rate = int(self.codec.config.sampling_rate)
         self.frame_rate = self.sample_rate / float(np.prod(self.codec.config.upsampling_ratios))
         self.dim = int(self.decoder.config.hidden_size)
-        super().__init__(window_s, stride_s, clip_s, weights=str(weights), layer=layer)
+        super().__init__(window_s, stride_s, clip_s, weights=str(weights), model=folder.name, layer=layer)
 
     def frames(self, waves: torch.Tensor) -> torch.Tensor:
         codes = self.codec.encode(waves[:, None, :]).audio_codes[0]  # [N, K, T]

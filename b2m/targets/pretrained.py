@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -85,9 +86,10 @@ def from_pretrained(cls: Any, folder: Path, **kwargs: Any) -> Any:
 
 
 def offline_model(kind: str, spec: dict, build: Callable[[Path], None]) -> Path:
-    """The folder of a small random model: `build(folder)` writes it (once per `spec`) under
-    `<B2M_CACHE>/models/<kind>-<hash of spec>`, atomically (a rename of a finished folder)."""
-    digest = hashlib.sha1(json.dumps({"kind": kind, **spec}, sort_keys=True).encode()).hexdigest()[:10]
+    """The folder of a small random model: `build(folder)` writes it (once per `spec` and version of
+    `build`'s code) under `<B2M_CACHE>/models/<kind>-<hash>`, atomically (a rename of a finished folder)."""
+    blob = json.dumps({"kind": kind, **spec, "build": inspect.getsource(build)}, sort_keys=True)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
     folder = cache_root() / "models" / f"{kind}-{digest}"
     if (folder / "config.json").is_file():
         return folder

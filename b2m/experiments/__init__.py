@@ -1,0 +1,1 @@
+"""Experiments that combine jobs: `brain2music` (the comparison of embedding spaces)."""
