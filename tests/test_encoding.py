@@ -140,3 +140,35 @@ def test_encoding_needs_known_spaces(tuned_run, tmp_path):
                                    "report.enabled=false", "encoding.enabled=true", "encoding.spaces=[nope]"])
     with pytest.raises(B2MError, match="encoding.spaces: no target config 'nope'"):
         evaluate(cfg)
+
+
+def test_banded_ridge_matches_himalaya_and_partitions_variance():
+    from himalaya.ridge import BandedRidgeCV
+    from sklearn.model_selection import KFold
+
+    from b2m.evaluation.partition import banded_ridge, partition, r2_columns
+
+    rng = np.random.default_rng(0)
+    n, pa, pb, v = 500, 8, 40, 30
+    xa, xb = rng.standard_normal((n, pa)), rng.standard_normal((n, pb))
+    # Voxels 0-9 follow band a, 10-19 band b, 20-29 both; band b is wide and mostly noise features.
+    wa, wb = rng.standard_normal((pa, v)), rng.standard_normal((pb, v)) * (rng.random((pb, 1)) < 0.2)
+    wa[:, 10:20] = 0
+    wb[:, :10] = 0
+    y = xa @ wa + xb @ wb + 3.0 * rng.standard_normal((n, v))
+    train, test = slice(0, 400), slice(400, None)
+    alphas = list(np.logspace(-1, 4, 11))
+    ours = banded_ridge([xa[train], xb[train]], y[train], {"test": [xa[test], xb[test]]}, alphas, 5,
+                        list(np.logspace(-2, 2, 9)))["test"]
+    theirs = BandedRidgeCV(groups=np.array([0] * pa + [1] * pb), cv=KFold(5), random_state=0,
+                           solver_params=dict(n_iter=50, alphas=np.array(alphas), progress_bar=False)).fit(
+        np.hstack([xa, xb])[train], y[train]).predict(np.hstack([xa, xb])[test])
+    r2_ours, r2_theirs = r2_columns(ours, y[test]), r2_columns(np.asarray(theirs), y[test])
+    assert abs(r2_ours.mean() - r2_theirs.mean()) < 0.02 and np.abs(r2_ours - r2_theirs).max() < 0.1
+    # Partitioning with single-band fits: band a's unique variance lives in voxels 0-9, b's in 10-19.
+    single = {k: banded_ridge([x[train], x[train][:, :0]], y[train], {"t": [x[test], x[test][:, :0]]}, alphas, 5,
+                              [1.0])["t"] for k, x in (("a", xa), ("b", xb))}
+    parts = partition(r2_columns(single["a"], y[test]), r2_columns(single["b"], y[test]), r2_ours)
+    assert parts["unique_a"][:10].mean() > 0.2 > parts["unique_b"][:10].mean()
+    assert parts["unique_b"][10:20].mean() > 0.1 > parts["unique_a"][10:20].mean()
+    np.testing.assert_allclose(parts["unique_a"] + parts["shared"], r2_columns(single["a"], y[test]), atol=1e-9)

@@ -18,8 +18,8 @@ For each subject and embedding space:
    Benjamini-Hochberg FDR over the voxels at `fdr_q`.
 
 6. Variance partitioning (`encoding.partition`), when the spaces include audio and text ones:
-   per (audio, text) pair, a banded ridge on both (`b2m.evaluation.partition`) gives each
-   voxel's unique and shared test R².
+   per (audio, text) pair, a banded ridge on both (`b2m.evaluation.partition`) against the
+   single-space fits gives each voxel's unique and shared test R².
 
 Outputs under `out_dir/<subject>/`: NIfTI maps in the BOLD's space (same affine, 0 outside
 the kept voxels) and PNG slice montages; `out_dir/summary.md` with the region tables. Regions:
@@ -230,7 +230,7 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
         pairs = _space_pairs(spaces) if ecfg.partition.enabled and _modalities_split(spaces) else []
         for a, b in pairs:
             joint = banded_predictions(pre, [designs[a], designs[b]], list(data_cfg.delays_tr), list(ecfg.alphas),
-                                       int(ecfg.n_folds), int(ecfg.partition.n_iter), seed)
+                                       int(ecfg.n_folds), [float(r) for r in ecfg.partition.ratios])
             parts = partition(r2[a], r2[b], r2_columns(joint.reshape(n * w, v), observed.reshape(n * w, v)))
             for part, values in parts.items():
                 label = {"unique_a": f"unique_{a}", "unique_b": f"unique_{b}", "shared": "shared"}[part]
@@ -263,7 +263,7 @@ def _partition_table(rows: dict, pairs: list[tuple[str, str]], regions: np.ndarr
     lines = []
     for a, b in pairs:
         labels = [f"unique_{a}", f"unique_{b}", "shared"]
-        lines += [f"Variance partitioning, {a} + {b} (banded ridge, himalaya; test R²):", "",
+        lines += [f"Variance partitioning, {a} + {b} (banded ridge; test R²):", "",
                   "| region | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
         for region in _region_names(regions) + ["all"]:
             key = "" if region == "all" else f"/{region}"
