@@ -188,3 +188,13 @@ def test_brain2music_comparison_end_to_end(bids, tmp_path, monkeypatch, capsys):
     assert brain2music.main(["--spaces", "nope", "--out", str(out)]) == 2
     assert "--spaces: no target config 'nope'" in capsys.readouterr().err
     assert brain2music.main(["--spaces", "clap", "--weights", "mert=x", "--out", str(out)]) == 2
+
+
+def test_broken_model_folders_are_one_line_errors(tmp_path):
+    folder = Path(shutil.copytree(musicgen_folder("tiny", "test"), tmp_path / "broken"))
+    (folder / "config.json").write_text('{"model_type": "musicgen", "decoder": 3}')
+    with pytest.raises(B2MError, match="broken: cannot load MusicgenForConditionalGeneration") as err:
+        packaged_space("musicgen_lm", weights=str(folder))
+    assert "\n" not in str(err.value)
+    with pytest.raises(B2MError, match="clap: need 0 < window_s <= clip_s and stride_s > 0"):
+        packaged_space("clap", stride_s=0.0)

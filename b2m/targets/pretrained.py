@@ -80,8 +80,12 @@ def quiet_transformers() -> Iterator[None]:
 
 def from_pretrained(cls: Any, folder: Path, **kwargs: Any) -> Any:
     """`cls.from_pretrained(folder)` from local files only, quietly; models come back in eval mode."""
-    with quiet_transformers():
-        obj = cls.from_pretrained(folder, local_files_only=True, **kwargs)
+    try:
+        with quiet_transformers():
+            obj = cls.from_pretrained(folder, local_files_only=True, **kwargs)
+    except Exception as err:  # transformers and huggingface_hub raise many types for a broken folder
+        message = " ".join(str(err).split())[:300]
+        raise B2MError(f"{folder}: cannot load {cls.__name__} ({message})") from None
     return obj.eval() if isinstance(obj, torch.nn.Module) else obj
 
 
