@@ -1,4 +1,4 @@
-"""A built wheel carries the configs, so a non-editable install composes them."""
+"""A built wheel carries the configs, so a non-editable install composes them; licence and citation agree."""
 
 from __future__ import annotations
 
@@ -33,3 +33,16 @@ def test_wheel_holds_the_configs_and_composes_them(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     where, target = res.stdout.split()
     assert where.startswith(str(site)) and target == "b2m.targets.acoustic.AcousticSpace"
+
+
+def test_licence_and_citation_match_the_package():
+    import pytest
+    import yaml
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == "MIT" and "MIT License" in (REPO / "LICENSE").read_text()
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
+    assert str(citation["version"]) == project["version"]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from b2m.core.errors import B2MError
+from b2m.core.io import current_umask
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -116,9 +117,7 @@ def offline_model(kind: str, spec: dict, build: Callable[[Path], None]) -> Path:
 
 def _readable(folder: Path) -> None:
     """mkdtemp makes a 0700 folder: give it the permissions the umask allows, like any new folder."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
+    folder.chmod(0o777 & ~current_umask())
 
 
 # ----------------------------------------------------------------- MusicGen architectures
