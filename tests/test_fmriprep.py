@@ -311,3 +311,22 @@ def test_uncompressed_derivatives_and_old_confounds_names(copy):
     run = FMRIPrepDataset(copy, None, "T1w").runs(SUB, "Test")[0]
     assert run.bold.suffix == run.mask.suffix == ".nii" and run.confounds.name.endswith("_regressors.tsv")
     assert load_preprocessed(data_cfg(copy), SUB).data.n_voxels > 0
+
+
+def test_median_detrend_with_confounds_is_one_regression_after_the_filter():
+    from scipy.ndimage import median_filter
+
+    rng = np.random.default_rng(1)
+    t, v = 300, 12
+    confounds = rng.standard_normal((t, 3)).cumsum(axis=0)
+    x = rng.standard_normal((t, v)) + confounds @ rng.standard_normal((3, v))
+    cfg = PreprocessConfig(detrend="median", median_window_s=60.0)
+    window = 41  # 60 s / 1.5 s, odd
+
+    def filtered(a):
+        return a - median_filter(a, size=(window, 1), mode="nearest")
+
+    xd, cd = filtered(x), filtered(confounds)
+    design = np.column_stack([np.ones(t), cd])
+    coef, *_ = np.linalg.lstsq(design, xd, rcond=None)
+    np.testing.assert_allclose(clean(x, 1.5, cfg, confounds), xd - design @ coef, atol=1e-4)
