@@ -125,8 +125,9 @@ def load_preprocessed(cfg: DictConfig, subject: str) -> PreprocessedSubject:
             raise B2MError(f"{run.sidecar}: RepetitionTime differs from {all_runs[0].sidecar.name}'s {tr} s")
     events = {run.name: read_events(run.events) for run in all_runs}
     if isinstance(source, BIDSDataset):
+        # One place of issue, so that Python's default filter says it once per process.
         warnings.warn("raw BIDS BOLD: no motion correction or confound regression was done "
-                      "(for fMRIPrep derivatives use data=fmriprep)", stacklevel=2)
+                      "(for fMRIPrep derivatives use data=fmriprep)", stacklevel=1)
     first = open_run(all_runs[0].bold)
     atlas = load_atlas(cfg.get("rois"), subject, first.grid, first.affine)
     chosen = list((cfg.get("rois") or {}).get("select") or [])
