@@ -83,3 +83,32 @@ def test_missing_parts_of_a_run(tmp_path):
         runs.load_run(tmp_path / "run")
     with pytest.raises(B2MError, match="no sub-\\*.npz prediction files"):
         runs.prediction_files(tmp_path)
+
+
+def test_a_fitted_decoder_is_saved_and_loads_without_pickle(bids, tmp_path):
+    import nibabel as nib
+
+    from b2m.core.config import compose
+    from b2m.data.subjects import load_subject
+    from b2m.decoders import load_decoder
+    from b2m.jobs.train import train
+    from b2m.targets import build_space
+    from b2m.targets.dataset import clip_targets
+
+    out = tmp_path / "run"
+    data = [f"data.root={bids}", "data.preprocess.mask=null"]
+    train(compose("train", data + [f"out_dir={out}", "decoder.n_folds=3", "trainer.logger=none"]))
+    # The test windows again, from the preprocessing cache, through the reloaded decoder.
+    cfg = compose("train", data)
+    space = build_space(cfg.target)
+    subject = load_subject(cfg.data, "sub-001", lambda clips: clip_targets(cfg.data, space, clips), 0)
+    saved = np.load(out / "predictions" / "sub-001.npz")
+    np.testing.assert_allclose(load_decoder(out).predict_windows(subject.test.x, 0), saved["pred"], atol=1e-5)
+    mask = np.asarray(nib.load(str(out / "decoder" / "sub-001_mask.nii.gz")).dataobj) > 0
+    assert (mask == subject.data.mask).all()
+    assert nib.load(str(out / "decoder" / "sub-001_voxel_weight.nii.gz")).shape == mask.shape
+    (out / "decoder.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(B2MError, match="decoder.safetensors: not a b2m decoder file"):
+        load_decoder(out)
+    with pytest.raises(B2MError, match="missing; is .* a train.py run folder"):
+        load_decoder(tmp_path)

@@ -4,7 +4,9 @@ Writes the run folder (`b2m.core.runs`) into `out_dir`: `config.yaml` (resolved)
 `clips.json`, `predictions/<subject>.npz` (`pred` and `true` float32 `[N, L, D]`,
 `clip_ids` `[N]`, `train_mean`, `train_std` `[L, D]`: the training clips' embedding statistics, which
 the metrics standardise with and the mean-training baseline predicts),
-`metrics.json`, and for trained decoders `checkpoints/{best,last}.ckpt`. A rerun of the
+`metrics.json`, `decoder.safetensors` (the fitted decoder: `b2m.decoders.load_decoder(out_dir)`),
+`decoder/<subject>_mask.nii.gz` and, for the ridge, `decoder/<subject>_voxel_weight.nii.gz`, and for
+trained decoders `checkpoints/{best,last}.ckpt`. A rerun of the
 same config resumes from `last.ckpt`; another config in the same out_dir is refused.
 """
 
@@ -27,7 +29,8 @@ from b2m.core.metrics import Standardiser, aggregate_subjects, metrics_table
 from b2m.data.bids import subject_label
 from b2m.data.datamodule import BrainDataModule
 from b2m.data.subjects import load_subject
-from b2m.decoders import Decoder, build_decoder
+from b2m.decoders import Decoder, build_decoder, save_decoder
+from b2m.evaluation.encoding import write_map
 from b2m.targets import build_space
 from b2m.targets.dataset import clip_targets
 
@@ -73,6 +76,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     else:
         decoder, logger = fit(cfg, decoder, dm, out_dir, callbacks)
 
+    save_decoder(out_dir, decoder)
+    write_voxel_maps(out_dir, decoder, subjects)
     per_subject = {}
     for s, subject in enumerate(subjects):
         test = subject.test
@@ -86,6 +91,18 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith("sub-")})
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def write_voxel_maps(out_dir: Path, decoder: Decoder, subjects: Sequence) -> None:
+    """`decoder/<subject>_mask.nii.gz` (the voxels the decoder reads, in the BOLD's space) and, for
+    decoders that weight voxels, `decoder/<subject>_voxel_weight.nii.gz`."""
+    for s, subject in enumerate(subjects):
+        data = subject.data
+        folder = out_dir / "decoder"
+        write_map(folder / f"{subject.subject}_mask.nii.gz", np.ones(data.n_voxels, np.float32), data.mask, data.affine)
+        weight = getattr(decoder, f"voxel_weight_{s}", None)
+        if weight is not None:
+            write_map(folder / f"{subject.subject}_voxel_weight.nii.gz", weight.cpu().numpy(), data.mask, data.affine)
 
 
 def fit(cfg: DictConfig, decoder: Decoder, dm: BrainDataModule, out_dir: Path,
