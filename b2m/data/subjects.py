@@ -128,8 +128,10 @@ def load_preprocessed(cfg: DictConfig, subject: str) -> PreprocessedSubject:
         # One place of issue, so that Python's default filter says it once per process.
         warnings.warn("raw BIDS BOLD: no motion correction or confound regression was done "
                       "(for fMRIPrep derivatives use data=fmriprep)", stacklevel=1)
-    first = open_run(all_runs[0].bold)
-    atlas = load_atlas(cfg.get("rois"), subject, first.grid, first.affine)
+    atlas = None
+    if (cfg.get("rois") or {}).get("atlas"):
+        first = open_run(all_runs[0].bold)
+        atlas = load_atlas(cfg.rois, subject, first.grid, first.affine)
     chosen = list((cfg.get("rois") or {}).get("select") or [])
     if chosen and atlas is None:
         raise B2MError("data.rois.select: needs data.rois.atlas (a label image) and data.rois.labels")
