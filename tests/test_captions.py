@@ -35,5 +35,5 @@ def test_read_captions_errors_name_the_file(tmp_path, text, message):
 
 
 def test_missing_captions_file(tmp_path):
-    with pytest.raises(B2MError, match="captions file not found"):
+    with pytest.raises(B2MError, match="captions file missing"):
         read_captions(tmp_path / "nope.csv")

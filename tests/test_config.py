@@ -37,7 +37,7 @@ def test_group_choice_and_value_overrides():
 
 @pytest.mark.parametrize("arg, message", [
     ("decoder.lrr=0.1", "config: unknown key 'decoder.lrr'"),
-    ("decoder=nope", "config: unknown choice decoder=nope; known: ['mlp', 'plain_ridge', 'ridge', 'transformer']"),
+    ("decoder=nope", "config: unknown choice decoder=nope; known: ['mlp', 'plain_ridge', 'ridge', 'ridge_cuda', 'transformer']"),
     ("seed=abc", "config: seed expects int, got 'abc'"),
     ("data.subjects=3", "config: data.subjects expects a list, got 3"),
     ("data.preprocess.zscore=maybe", "config: data.preprocess.zscore expects bool"),
@@ -75,7 +75,8 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def test_help_and_cfg_job(tmp_path):
     res = run(str(REPO / "train.py"), "--help", cwd=tmp_path)
-    assert res.returncode == 0 and "decoder: mlp, plain_ridge, ridge, transformer" in res.stdout
+    assert res.returncode == 0 and f"decoder: {', '.join(choices('decoder'))}" in res.stdout
+    assert "ridge_cuda" in choices("decoder") and {"default", "gpu", "ddp"} <= set(choices("trainer"))
     res = run("-m", "b2m", "train", "--cfg", "job", "decoder=mlp", "decoder.width=64", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)

@@ -209,3 +209,19 @@ def test_sweep_agent_command_line_is_accepted(monkeypatch):
         assert cfg.decoder.lr == pytest.approx(sweep["parameters"]["decoder.lr"]["min" if pick == 0 else "max"])
         assert list(cfg.data.delays_tr) == sweep["parameters"]["data.delays_tr"]["values"][pick]
         assert cfg.out_dir == "outputs/sweep/abc123"  # one run folder per agent run
+
+
+def test_ddp_preset_trains_on_two_processes(tmp_path):
+    # trainer=ddp on two CPU processes (gloo): what the GPU preset does, minus the GPUs.
+    root = make_bids(tmp_path / "bids", training_runs=(1, 2), test_runs=(1,), grid=(4, 4, 3))
+    out = tmp_path / "ddp"
+    args = [f"data.root={root}", "data.preprocess.mask=null", f"out_dir={out}", "trainer=ddp",
+            "trainer.accelerator=cpu", "trainer.devices=2", "decoder=mlp", "decoder.width=16", "decoder.max_epochs=2",
+            "trainer.logger=none", "data.batch_size=16"]
+    proc = subprocess.run([sys.executable, "-m", "b2m", "train", "-v", *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stderr  # really two ranks
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/id_acc"] <= 1.0 and (out / "checkpoints" / "best.ckpt").is_file()
+    assert not list(out.glob(".*"))

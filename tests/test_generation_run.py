@@ -54,7 +54,8 @@ def test_two_processes_produce_the_same_set_as_one(tmp_path):
     args = [f"predictions={tmp_path / 'train'}", f"out_dir={tmp_path / 'two'}", "generator.duration_s=0.2",
             "generator.batch_size=2", "generator.precision=fp32", "generator.greedy=true", "generator.n_samples=2",
             "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu"]
-    proc = subprocess.run([sys.executable, "-m", "b2m", "generate", *args], env=env, capture_output=True, text=True,
+    # -v: Lightning's own lines, which name the ranks, are shown.
+    proc = subprocess.run([sys.executable, "-m", "b2m", "generate", "-v", *args], env=env, capture_output=True, text=True,
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout  # really ran as two ranks

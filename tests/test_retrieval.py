@@ -216,3 +216,22 @@ def test_a_file_the_space_rejects_is_skipped_not_its_chunk(tmp_path):
     assert "shorter than its windows" in summary["errors"][0]["error"]
     index = RetrievalIndex.load(tmp_path / "index", device="cpu")
     assert index.unit.shape == (3, 3 * 4)
+
+
+def test_clip_ids_that_sanitise_alike_keep_their_own_files_and_hidden_files_are_skipped(tmp_path):
+    audio = tmp_path / "audio"
+    _write_db(audio, n=4)
+    # What a killed copy leaves: a hidden temporary beside the real files; never part of the database.
+    sf.write(audio / "blues" / ".blues.00000.tmp.wav", np.zeros(1000, np.float32), 1000)
+    space = BandEnergy()
+    build_index(audio, tmp_path / "index", space)
+    index = RetrievalIndex.load(tmp_path / "index", device="cpu")
+    assert len(index) == 4 and not any("/." in p for p in index.paths)
+    pred = np.random.default_rng(0).standard_normal((3, 1, space.shape[1])).astype(np.float32)
+    ids = ["a/b", "a_b", "a:b"]  # one safe name, two that a plain substitution maps onto it
+    predictions = read_predictions(write_predictions(tmp_path / "train", "sub-001", pred, pred, ids,
+                                                     Standardiser.fit(pred)))
+    manifest = retrieve_predictions(predictions, index, 1, tmp_path / "out", link="copy")
+    files = [manifest["clips"][c][0]["file"] for c in ids]
+    assert len(set(files)) == 3 and files[1] == "sub-001/a_b_top1.wav"
+    assert all((tmp_path / "out" / f).is_file() for f in files)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -14,9 +15,13 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def sanitise(name: str) -> str:
-    """Turn any string into one safe file-name component (no separators, no '..', not empty)."""
+    """Turn any string into one safe file-name component (no separators, no '..', not empty, no leading
+    dot), collision-free: a name that had to change gets a hash of the original (`a_b-1f3c9e2a`), so two
+    names that differ never share a file."""
     safe = _SAFE.sub("_", name).strip("._")
-    return safe or "_"
+    if safe == name:
+        return safe
+    return f"{safe or '_'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True, order=True)

@@ -20,7 +20,7 @@ import contextlib
 import importlib.resources
 import itertools
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
@@ -190,6 +190,83 @@ def _type_name(value: Any) -> str:
     if isinstance(value, (DictConfig, dict)):
         return "a mapping"
     return type(value).__name__
+
+
+# ----------------------------------------------------------------- value ranges
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def _interval(lo: float, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
+              integer: bool = False) -> tuple[Callable[[Any], bool], str]:
+    """A rule: a finite number (an integer when `integer`) in [lo, hi] (ends open when asked)."""
+    def ok(x: Any) -> bool:
+        if not _number(x) or (integer and not isinstance(x, int)):
+            return False
+        return (x > lo if lo_open else x >= lo) and (hi is None or (x < hi if hi_open else x <= hi))
+
+    kind = "an integer" if integer else "a number"
+    upper = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
+    return ok, f"{kind} {'>' if lo_open else '>='} {lo}{upper}"
+
+
+def _list_of(item: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
+    """A rule: a non-empty list whose every item follows `item`."""
+    ok, wants = item
+    return (lambda x: isinstance(x, (list, ListConfig)) and len(x) > 0 and all(ok(v) for v in x),
+            f"a non-empty list, each item {wants}")
+
+
+_COUNT = _interval(1, integer=True)
+_POSITIVE = _list_of(_interval(0, lo_open=True))
+_DELAYS = _list_of(_interval(0, integer=True))
+_SHARE = _interval(0, 1, hi_open=True)
+# Dotted key -> (rule, what the rule asks), applied by `check_values` wherever the key exists.
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _interval(0, integer=True),
+    "data.batch_size": _COUNT, "data.num_workers": _interval(0, integer=True), "data.val_fraction": _SHARE,
+    "data.delays_tr": _DELAYS,
+    "decoder.lr": _interval(0, lo_open=True), "decoder.weight_decay": _interval(0),
+    "decoder.dropout": _SHARE, "decoder.input_dropout": _SHARE,
+    "decoder.width": _COUNT, "decoder.depth": _COUNT, "decoder.heads": _COUNT,
+    "decoder.warmup_epochs": _interval(0, integer=True), "decoder.max_epochs": _COUNT,
+    "decoder.n_folds": _interval(2, integer=True), "decoder.alphas": _POSITIVE,
+    "decoder.encoding_alphas": _POSITIVE,
+    "decoder.loss.mse": _interval(0), "decoder.loss.cosine": _interval(0), "decoder.loss.contrastive": _interval(0),
+    "decoder.loss.temperature": _interval(0, lo_open=True),
+    "trainer.patience": _COUNT,
+    "n_boot": _COUNT, "ci_level": _interval(0, 1, lo_open=True, hi_open=True), "max_draws": _COUNT,
+    "encoding.n_folds": _interval(2, integer=True), "encoding.delays_tr": _DELAYS, "encoding.alphas": _POSITIVE,
+    "encoding.n_perm": _interval(0, integer=True), "encoding.fdr_q": _interval(0, 1, lo_open=True, hi_open=True),
+    "encoding.top_k": _COUNT, "encoding.partition.ratios": _POSITIVE,
+    "generator.batch_size": _COUNT, "generator.n_samples": _COUNT, "generator.seed": _interval(0, integer=True),
+    "generator.top_k": _interval(0, integer=True), "generator.top_p": _interval(0, 1),
+    "generator.temperature": _interval(0, lo_open=True), "generator.guidance_scale": _interval(0),
+    "k": _COUNT,
+}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """A B2MError naming the first key whose value is out of its range (`VALUE_RULES`), or a decoder whose
+    loss weights are all 0; a job calls this before it reads data or writes anything."""
+    for key, (ok, wants) in VALUE_RULES.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is not _MISSING and value is not None and not ok(value):
+            shown = list(value) if isinstance(value, ListConfig) else value
+            raise B2MError(f"config: {key} must be {wants}, got {shown!r}")
+    loss = OmegaConf.select(cfg, "decoder.loss", default=None)
+    if isinstance(loss, DictConfig) and not any(loss.get(k) for k in ("mse", "cosine", "contrastive")):
+        raise B2MError("config: decoder.loss: mse, cosine and contrastive are all 0; give one a weight > 0")
+
+
+def check_accelerator(device: str, key: str) -> None:
+    """A B2MError if `device` (`cpu`, `gpu`, `cuda[:n]`, `auto`, ...) asks for a GPU that torch cannot see."""
+    import torch
+
+    if str(device).split(":")[0] in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+        raise B2MError(f"config: {key}={device}, but torch {torch.__version__} ({build}) sees no CUDA GPU; "
+                       f"use the CPU (trainer=default) or a CUDA build of torch on a GPU machine")
 
 
 def group_config(group: str, choice: str) -> DictConfig:

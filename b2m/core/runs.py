@@ -15,7 +15,9 @@ clips of a subject's selected Training runs, sorted. Every reader goes through
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,11 @@ CONFIG = "config.yaml"
 CLIPS = "clips.json"
 PREDICTIONS = "predictions"
 PREDICTION_KEYS = ("pred", "true", "clip_ids", "train_mean", "train_std")
+# Top-level keys that name where or how a run is written, not what it computes.
+NOT_HASHED = ("out_dir", "restart")
+# What a training run writes into its out_dir (`clear_run` removes these and nothing else).
+RUN_ENTRIES = (CONFIG, CLIPS, PREDICTIONS, "metrics.json", "checkpoints", "decoder.safetensors", "decoder",
+               "wandb", "logs")
 
 
 @dataclass
@@ -72,20 +79,40 @@ class Run:
 
 
 # ----------------------------------------------------------------- writing
-def write_config(out_dir: str | Path, cfg: DictConfig) -> None:
-    """Write `<out_dir>/config.yaml`, refusing a folder that holds a run of another config.
+def check_config(out_dir: str | Path, cfg: DictConfig) -> None:
+    """A B2MError if `out_dir` holds a run of another config than `cfg` (`NOT_HASHED` keys aside).
 
     A rerun of the same config resumes; anything else in the same out_dir would mix two runs.
     """
     path = Path(out_dir) / CONFIG
-    new = OmegaConf.to_container(cfg, resolve=True)
     if path.is_file():
         old = OmegaConf.to_container(_read_config(path), resolve=True)
-        key = _first_difference(old, new)
+        key = _first_difference(old, OmegaConf.to_container(cfg, resolve=True))
         if key is not None:
             raise B2MError(f"{path}: out_dir holds a run with another config ({key} differs); "
-                           f"choose another out_dir or delete that run")
-    save_config(cfg, path)
+                           f"choose another out_dir, or restart=true to replace that run")
+
+
+def write_config(out_dir: str | Path, cfg: DictConfig) -> None:
+    """Write `<out_dir>/config.yaml`, refusing a folder that holds a run of another config (`check_config`)."""
+    check_config(out_dir, cfg)
+    save_config(cfg, Path(out_dir) / CONFIG)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """sha256 of the resolved config without `NOT_HASHED` keys: equal for a rerun, a copy or a move."""
+    plain = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_HASHED}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def clear_run(out_dir: str | Path) -> None:
+    """Remove a training run's files (`RUN_ENTRIES`) from `out_dir`, leaving anything else there."""
+    for name in RUN_ENTRIES:
+        path = Path(out_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def write_clips(out_dir: str | Path, training: dict[str, list[Clip]], test: dict[str, list[Clip]]) -> None:
@@ -144,8 +171,8 @@ def read_predictions(path: str | Path) -> SubjectPredictions:
     if not np.isfinite(pred).all():
         raise B2MError(f"{path}: pred contains NaN or infinite values")
     clip_ids = [str(c) for c in ids]
-    if len({sanitise(c) for c in clip_ids}) != len(clip_ids):
-        raise B2MError(f"{path}: clip_ids are not unique (after making them safe file names)")
+    if len(set(clip_ids)) != len(clip_ids):
+        raise B2MError(f"{path}: clip_ids are not unique")
     return SubjectPredictions(path.stem, pred, true.astype(np.float32), clip_ids, mean.astype(np.float32),
                               std.astype(np.float32))
 
@@ -196,10 +223,10 @@ def _read_clips(path: Path) -> tuple[dict[str, Clip], dict[str, list[str]]]:
 
 
 def _first_difference(old, new, prefix: str = "") -> str | None:
-    """The first dotted key whose value differs between two plain configs (`out_dir` aside), or None."""
+    """The first dotted key whose value differs between two plain configs (`NOT_HASHED` aside), or None."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new), key=str):
-            if not prefix and key == "out_dir":
+            if not prefix and key in NOT_HASHED:
                 continue
             name = f"{prefix}{key}"
             if key not in old or key not in new:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from b2m.core.clips import GENRES, Clip
 from b2m.core.errors import B2MError
+from b2m.core.io import read_text
 
 TASKS = ("Training", "Test")
 EVENT_COLUMNS = ("onset", "duration", "genre", "track", "start", "end")
@@ -123,9 +125,7 @@ def select(runs: list[Run], run_numbers: list[int] | None, folder: Path, task: s
 def repetition_time(run: Run) -> float:
     """The TR in seconds from the run's sidecar JSON."""
     try:
-        meta = json.loads(run.sidecar.read_text())
-    except FileNotFoundError:
-        raise B2MError(f"{run.sidecar}: sidecar JSON missing") from None
+        meta = json.loads(read_text(run.sidecar, "sidecar JSON"))
     except json.JSONDecodeError as err:
         raise B2MError(f"{run.sidecar}: invalid JSON ({err.msg})") from None
     if not isinstance(meta, dict):
@@ -143,11 +143,7 @@ def clean_genre(text: str) -> str:
 
 def read_events(path: Path) -> list[Presentation]:
     """Read an events.tsv: one Presentation per row, in file order (row 0 first)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise B2MError(f"{path}: events file missing") from None
-    lines = text.splitlines()
+    lines = read_text(path, "events file").splitlines()
     reader = csv.DictReader(lines, delimiter="\t")
     missing = [c for c in EVENT_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -163,6 +159,13 @@ def read_events(path: Path) -> list[Presentation]:
             events.append(Presentation(row_index, float(row["onset"]), float(row["duration"]), clip))
         except (TypeError, ValueError):
             raise B2MError(f"{path}: line {line}: non-numeric onset, duration, track, start or end") from None
+        e = events[-1]
+        times = (e.onset, e.duration, clip.start, clip.end)
+        if not all(math.isfinite(t) and t >= 0 for t in times) or clip.track < 0:
+            raise B2MError(f"{path}: line {line}: onset, duration, track, start and end must be finite and >= 0, "
+                           f"got {e.onset}, {e.duration}, {clip.track}, {clip.start}, {clip.end}")
+        if clip.end <= clip.start:
+            raise B2MError(f"{path}: line {line}: end {clip.end} s is not after start {clip.start} s")
     if not events:
         raise B2MError(f"{path}: events file has no rows")
     return events

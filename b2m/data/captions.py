@@ -8,9 +8,11 @@ Brain2Music captions. Genre values may carry quotes as in ds003720's events
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from b2m.core.errors import B2MError
+from b2m.core.io import read_text
 
 COLUMNS = ("genre", "track", "caption")
 
@@ -18,9 +20,7 @@ COLUMNS = ("genre", "track", "caption")
 def read_captions(path: str | Path) -> dict[tuple[str, int], str]:
     """Read a captions CSV into `{(genre, track): caption}`; `track` is the GTZAN track number."""
     path = Path(path)
-    if not path.is_file():
-        raise B2MError(f"{path}: captions file not found")
-    with path.open(newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path, "captions file"), newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise B2MError(f"{path}: captions file is empty")

@@ -47,7 +47,8 @@ class _EpochSetter:
 
 
 class _SubjectBatchSampler(Sampler[list[int]]):
-    """Batches that each hold one subject's items; shuffled or in order.
+    """Batches that each hold one subject's items; shuffled or in order; under DDP, this rank's share
+    (the Trainer runs with `use_distributed_sampler=False`: Lightning cannot shard a batch sampler).
 
     The shuffle depends on (seed, epoch) only, so a run resumed from a checkpoint sees
     the same batches as one that was never interrupted.
@@ -67,6 +68,12 @@ class _SubjectBatchSampler(Sampler[list[int]]):
             batches += [members[lo:lo + self.batch_size] for lo in range(0, len(members), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        # Under DDP each rank takes every world-th batch; the list is first padded with its own first
+        # batches (as torch's DistributedSampler pads) so that every rank runs as many steps.
+        rank, world = _rank_and_world()
+        if world > 1 and batches:
+            batches += (batches * world)[:-len(batches) % world]
+            batches = batches[rank::world]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -77,6 +84,13 @@ class _SubjectBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes of the DDP group (0, 1 outside DDP)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 class BrainDataModule(pl.LightningDataModule):

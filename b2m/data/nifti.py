@@ -133,6 +133,9 @@ def _raw_blocks(run: RunImage):
                 raw = np.frombuffer(view, dtype=dtype)
                 # NIfTI stores each volume in Fortran order: x fastest.
                 yield lo, raw.reshape(k, Z, Y, X).transpose(0, 3, 2, 1)
+            # To the end of the stream: gzip checks its CRC there, so a corrupted .nii.gz is an error.
+            while f.read(1 << 20):
+                pass
     except (OSError, EOFError, zlib.error) as err:
         raise B2MError(f"{run.path}: unreadable data ({err})") from None
 

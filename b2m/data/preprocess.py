@@ -15,13 +15,13 @@ from pathlib import Path
 
 import bottleneck as bn
 import numpy as np
-from tqdm.auto import tqdm
 
 from b2m.data.bids import Run
 from b2m.data.confounds import ConfoundConfig, load_run_confounds
 from b2m.data.nifti import RunImage, load_mask, mean_volume, open_run, read_masked
 from b2m.core.errors import B2MError
 from b2m.core.io import save_npy, write_json
+from b2m.core.log import progress
 
 CACHE_VERSION = 2
 
@@ -172,14 +172,13 @@ def preprocess_subject(subject: str, runs: list[Run], tr: float, cfg: Preprocess
     nuisance = [load_run_confounds(run, confounds, image.n_volumes) for run, image in zip(runs, images)]
 
     folder = _cache_folder(cache_dir, subject, runs, cfg, confounds, mask)
-    if folder is not None and (folder / "meta.json").exists():
-        kept = np.load(folder / "mask.npy", allow_pickle=False)
-        data = {run.name: np.load(folder / f"{run.name}.npy", mmap_mode="r") for run in runs}
-        return SubjectData(subject, kept, images[0].affine, data)
+    cached = _read_cache(folder, runs, images) if folder is not None else None
+    if cached is not None:
+        return SubjectData(subject, cached[0], images[0].affine, cached[1])
 
     data, bad = {}, np.zeros(int(mask.sum()), dtype=bool)
     censored = {}
-    for run, image, conf in tqdm(list(zip(runs, images, nuisance)), desc=f"preprocess {subject}", leave=False):
+    for run, image, conf in progress(list(zip(runs, images, nuisance)), f"preprocess {subject}", unit="runs"):
         cleaned = clean(read_masked(image, mask), tr, cfg, conf.regressors, conf.censored)
         if cfg.zscore:
             cleaned, run_bad = zscore(cleaned, conf.censored)
@@ -210,6 +209,23 @@ def preprocess_subject(subject: str, runs: list[Run], tr: float, cfg: Preprocess
                                           "censored_volumes": censored, "runs": [r.name for r in runs],
                                           "n_voxels": int(kept.sum())})
     return SubjectData(subject, kept, images[0].affine, data)
+
+
+def _read_cache(folder: Path, runs: list[Run], images: list[RunImage]) -> tuple[np.ndarray, dict] | None:
+    """The cached mask `[X, Y, Z]` and runs `{name: [T, V]}` (memory-mapped), or None if the cache is
+    incomplete or damaged (a file cut short, another shape): it is then computed again."""
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        kept = np.load(folder / "mask.npy", allow_pickle=False)
+        data = {run.name: np.load(folder / f"{run.name}.npy", mmap_mode="r") for run in runs}
+    except (OSError, ValueError, EOFError):
+        kept, data = None, {}
+    n_kept = int(kept.sum()) if kept is not None and kept.dtype == bool else -1
+    if n_kept < 0 or any(data[r.name].shape != (i.n_volumes, n_kept) for r, i in zip(runs, images)):
+        warnings.warn(f"{folder}: damaged preprocessing cache; computing it again", stacklevel=3)
+        return None
+    return kept, data
 
 
 def _cache_folder(cache_dir, subject, runs, cfg, confounds, mask) -> Path | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from b2m.core.errors import B2MError
+from b2m.core.io import read_text
 from b2m.data.nifti import load_volume
 
 UNLABELLED = "unlabelled"
@@ -48,12 +49,7 @@ class Atlas:
 
 def read_label_table(path: Path) -> dict[int, str]:
     """`{label: name}` from a BIDS dseg.tsv or a FreeSurfer colour table; label 0 is never a region."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise B2MError(f"{path}: label table missing") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise B2MError(f"{path}: unreadable label table ({err})") from None
+    lines = read_text(path, "label table").splitlines()
     rows = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not rows:
         raise B2MError(f"{path}: label table is empty")

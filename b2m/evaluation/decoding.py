@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from b2m.core.log import progress
 from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
 from b2m.core.metrics import (METRIC_KEYS, RAW_METRICS, Standardiser, aggregate_subjects, baseline_predictions,
                               decoding_metrics)
@@ -55,7 +56,8 @@ def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, le
     points: dict[str, dict[str, float]] = {}
     intervals: dict[str, float] = {}
     boots: dict[str, list[np.ndarray]] = {}
-    for subject, per_subject in sets.items():
+    for subject, per_subject in progress(sets.items(), f"bootstrap ({n_boot} resamples)", total=len(sets),
+                                         unit="subjects"):
         for prefix, scored in per_subject.items():
             sub_counts = counts[:, [position[c] for c in scored.clip_ids]]
             point = _mean_dicts([decoding_metrics(d, scored.true, scored.scale) for d in scored.draws])

@@ -40,6 +40,7 @@ from omegaconf import DictConfig
 from b2m.core.clips import Clip
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path, write_text
+from b2m.core.log import progress
 from b2m.core.metrics import aggregate_subjects
 from b2m.core.ridge import RidgeCV
 from b2m.data.bids import Presentation, subject_label
@@ -113,7 +114,7 @@ def permutation_p(pred: np.ndarray, observed: np.ndarray, r: np.ndarray, n_perm:
     zo = zscore_columns(observed.reshape(n * w, v)).reshape(n, w, v)
     rng = np.random.default_rng(seed)
     exceed = np.zeros(v)
-    for _ in range(n_perm):
+    for _ in progress(range(n_perm), "encoding permutations", unit="permutations"):
         r_perm = np.einsum("nwv,nwv->v", zp[rng.permutation(n)], zo) / (n * w)
         exceed += r_perm >= r - 1e-12
     return (1 + exceed) / (1 + n_perm)
@@ -179,7 +180,7 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
     per_subject: dict[str, dict[str, float]] = {}
     lines = ["# Encoding models", "", f"Delays {delays} TRs; Pearson r on the test runs (per-presentation windows, "
              f"4 repeats averaged); significance: {int(ecfg.n_perm)} clip permutations, BH-FDR q = {ecfg.fdr_q}.", ""]
-    for subject in [subject_label(s) for s in data_cfg.subjects]:
+    for subject in progress([subject_label(s) for s in data_cfg.subjects], "encoding models", unit="subjects"):
         pre = load_preprocessed(data_cfg, subject)
         clips = sorted({p.clip for evs in pre.events.values() for p in evs})
         folder = out_dir / subject

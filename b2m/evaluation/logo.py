@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from b2m.core.clips import GENRES
 from b2m.core.config import group_config
+from b2m.core.log import progress
 from b2m.core.metrics import Standardiser, aggregate_subjects, identification_against
 from b2m.core.runs import Run
 from b2m.data.subjects import SubjectSplits, load_subject
@@ -61,7 +62,7 @@ def logo_section(run: Run) -> tuple[dict, str]:
                 f"(b2m/conf/decoder/ridge.yaml) was refit instead, not the run's decoder")
     space = build_space(run.cfg.target)
     per_subject = {}
-    for subject in run.subjects:
+    for subject in progress(run.subjects, "leave-one-genre-out refits", unit="subjects"):
         splits = load_subject(run.cfg.data, subject, lambda clips: clip_targets(run.cfg.data, space, clips),
                               int(run.cfg.get("seed", 0)))
         rows = leave_one_genre_out(splits, ridge)

@@ -3,6 +3,7 @@ with overrides checked first and user errors printed as one line.
 
     python train.py decoder=mlp decoder.lr=1e-3        python -m b2m train decoder=mlp
     python train.py -m decoder=ridge,mlp seed=0,1       b2m-train --cfg job
+    python train.py -v ...                              (the libraries' own notes too: b2m.core.log)
 
 A bad override or a B2MError inside a job prints `error: <file or key>: <problem>` and exits
 with status 2, with no traceback and nothing written to out_dir. Under multirun, job n writes
@@ -11,6 +12,8 @@ into `<out_dir>/<n>/` (see `b2m/conf/_hydra.yaml`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -22,8 +25,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from b2m.core import log
 from b2m.core.config import check_overrides
 from b2m.core.errors import B2MError
+from b2m.core.io import locked
+
+VERBOSE = ("-v", "--verbose")
 
 
 def _train(cfg: DictConfig) -> None:
@@ -75,9 +82,19 @@ JOBS: dict[str, Callable[[DictConfig], None]] = {
 }
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """A B2MError if `out_dir` cannot be a job's output folder (a file, or a folder that is not writable)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise B2MError(f"{out_dir}: out_dir is a file, not a folder")
+    if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
+        raise B2MError(f"{out_dir}: out_dir is not writable")
+
+
 def run(job: str, argv: Sequence[str] | None = None) -> int:
     """Run `job` with Hydra on the command line `argv` (default: `sys.argv[1:]`); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    log.setup(verbose=any(a in VERBOSE for a in argv) or os.environ.get(log.VERBOSE_VARIABLE) == "1")
+    argv = [a for a in argv if a not in VERBOSE]
     args = get_args_parser().parse_args(argv)  # Hydra's own flags; exits 2 with usage on a bad one
     try:
         modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
@@ -97,11 +114,14 @@ def run(job: str, argv: Sequence[str] | None = None) -> int:
             out_dir, created = Path(cfg.out_dir), True
         OmegaConf.resolve(cfg)
         try:
-            JOBS[job](cfg)
+            check_out_dir(out_dir)
+            # DDP ranks after the first run inside the first rank's job, which holds the lock.
+            with locked(out_dir) if os.environ.get("LOCAL_RANK", "0") == "0" else contextlib.nullcontext():
+                JOBS[job](cfg)
         except B2MError as err:
             print(f"error: {err}", file=sys.stderr)
-            # A job validates before it writes; what Hydra made for it (an empty folder) goes too.
-            if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            # A job validates before it writes; a folder this call made (Hydra's, or a job's) goes too.
+            if created and out_dir.is_dir():
                 shutil.rmtree(out_dir)
             raise SystemExit(2) from None
 

@@ -1,6 +1,7 @@
 """The evaluate job: everything a reviewer needs about one training run.
 
-Writes into `out_dir`:
+Writes a folder `.<name>.partial` beside `out_dir` and renames it onto `out_dir` at the end (a
+failed or killed evaluation leaves the previous one, or nothing). `out_dir` holds:
   metrics.json   decoding metrics per subject and across subjects with bootstrap 95% intervals and
                  baselines; reconstruction metrics (retrieved / generated audio) in audio spaces; genre
                  class agreement; leave-one-genre-out; encoding-model summaries (when enabled)
@@ -13,13 +14,16 @@ Writes into `out_dir`:
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from b2m.core.config import check_values
 from b2m.core.errors import B2MError
-from b2m.core.io import write_json
+from b2m.core.io import replace_folder, write_json
 from b2m.core.runs import load_run
+from b2m.jobs import tracking
 from b2m.evaluation.decoding import decoding_sets, score_sets
 from b2m.evaluation.encoding import encoding_analysis
 from b2m.evaluation.genre import genre_section
@@ -32,18 +36,33 @@ from b2m.evaluation.summary import write_summary
 
 def evaluate(cfg: DictConfig) -> dict:
     """Score the run `cfg.run`; writes `cfg.out_dir` (see the module doc) and returns the metrics."""
+    check_values(cfg)
     run = load_run(cfg.run)
-    out_dir = Path(cfg.out_dir)
-    seed, n_boot, level = int(cfg.seed), int(cfg.n_boot), float(cfg.ci_level)
-    if n_boot < 1 or not 0 < level < 1:
-        raise B2MError(f"n_boot / ci_level: need n_boot >= 1 and 0 < ci_level < 1, got {n_boot}, {level}")
+    final = Path(cfg.out_dir)
+    work = final.parent / f".{final.name}.partial"
     for p in run.subjects.values():
         if len(p.pred) < 2:
             raise B2MError(f"{run.path / 'predictions' / (p.subject + '.npz')}: {len(p.pred)} test clip(s); "
                            f"identification needs at least 2")
     recon = read_reconstructions(cfg, run)
+    if work.exists():  # left by a killed evaluation
+        shutil.rmtree(work)
     spaces = {name: reconstruction_space(name, run) for name in cfg.spaces} if recon else {}
 
+    try:
+        metrics = _write(cfg, run, recon, spaces, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    replace_folder(work, final)
+    if cfg.wandb:
+        tracking.log_evaluation(run.cfg, run.path, metrics)
+    return metrics
+
+
+def _write(cfg: DictConfig, run, recon: dict, spaces: dict, out_dir: Path) -> dict:
+    """Everything the evaluation writes, into `out_dir`; returns the metrics."""
+    seed, n_boot, level = int(cfg.seed), int(cfg.n_boot), float(cfg.ci_level)
     sets = decoding_sets(run, seed)
     recon_sets = reconstruction_sets(run, recon, spaces, int(cfg.max_draws), seed)
     for subject, extra in recon_sets.items():

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from b2m.core.config import check_accelerator, check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import prediction_files
 from b2m.reconstruction.musicgen.batch import (FRAME_RATE, MANIFEST, MAX_DURATION_S, GenerationModule, Job,
@@ -28,6 +29,8 @@ def generate(cfg: DictConfig) -> dict:
     Keys used: predictions, out_dir, generator.*, trainer.devices/strategy/accelerator.
     Under DDP every rank runs this function; the summary is complete on every rank.
     """
+    check_values(cfg)
+    check_accelerator(cfg.trainer.get("accelerator", "auto"), "trainer.accelerator")
     gen = cfg.generator
     duration = float(gen.duration_s)
     if not 0 < duration <= MAX_DURATION_S:

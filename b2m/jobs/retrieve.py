@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from b2m.core.config import check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import load_run
 from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
@@ -20,6 +21,7 @@ from b2m.targets import build_space
 
 def retrieve(cfg: DictConfig) -> dict[str, Any]:
     """Retrieve the top-k files for every subject's test predictions; returns `{subject: manifest}`."""
+    check_values(cfg)
     run, out_dir = load_run(cfg.run), Path(cfg.out_dir)
     if cfg.link not in ("symlink", "copy"):
         raise B2MError(f"link: {cfg.link!r} is not 'symlink' or 'copy'")

@@ -34,6 +34,7 @@ from b2m.core.clips import sanitise
 from b2m.data.stimuli import load_audio_file
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path, save_npy, write_json, write_text
+from b2m.core.log import progress
 from b2m.core.runs import SubjectPredictions
 from b2m.reconstruction import Reconstructions, check_files_exist
 from b2m.targets.base import EmbeddingSpace
@@ -47,11 +48,13 @@ _BLOCK_ENTRIES = 2 ** 26
 
 
 def list_audio(root: str | Path) -> list[Path]:
-    """Audio files under `root`, recursively, sorted (wav, flac, mp3, ogg; any case)."""
+    """Audio files under `root`, recursively, sorted (wav, flac, mp3, ogg; any case), hidden ones aside."""
     root = Path(root)
     if not root.is_dir():
         raise B2MError(f"{root}: audio folder not found")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    # Hidden files and folders (a temporary file a killed copy left, .git) are not part of the database.
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def track_key(name: str) -> str:
@@ -101,7 +104,7 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     done = {entry["path"] for part in parts for entry in _read_jsonl(part)}
     files = [p for p in list_audio(audio_dir) if p.relative_to(audio_dir).as_posix() not in done]
     new, number = 0, 1 + max((int(p.stem) for p in parts), default=-1)
-    for lo in tqdm(range(0, len(files), chunk_size), desc=f"index {space.name}", disable=not files):
+    for lo in progress(range(0, len(files), chunk_size), f"index {space.name}", unit="chunks") if files else ():
         entries, emb = _embed_chunk(space, audio_dir, files[lo:lo + chunk_size])
         # The .npy first: the .jsonl is what marks the chunk complete.
         name = f"{number:06d}"

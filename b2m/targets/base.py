@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from b2m.core.clips import Clip
 from b2m.core.io import save_npy
+from b2m.core.log import progress
 
 
 class EmbeddingSpace(ABC):
@@ -56,27 +56,45 @@ def embed_clips(
     load_item: Callable[[Clip], Any],
     cache_dir: str | Path | None,
     batch_size: int = 16,
+    source_key: Callable[[Clip], str] | None = None,
 ) -> np.ndarray:
     """Embeddings of `clips` in `space`, `[N, L, D]` float32, cached per clip under `cache_dir`.
 
     `load_item(clip)` returns what the space embeds (a waveform at
     `space.sample_rate`, or a caption). Cached clips are not loaded at all.
+    `source_key(clip)` fingerprints what the clip is made from (its caption, its audio file), so that an
+    edited source is embedded again: cache files are `<clip_id>.<key>.npy`. A cache file that cannot
+    be read (truncated by a killed write, say) or has another shape is computed again.
     """
     folder = Path(cache_dir) / space.cache_key() if cache_dir is not None else None
     out = np.zeros((len(clips), *space.shape), dtype=np.float32)
+    paths: list[Path | None] = []
     missing = []
     for i, clip in enumerate(clips):
-        path = folder / f"{clip.clip_id}.npy" if folder is not None else None
-        if path is not None and path.exists():
-            out[i] = np.load(path, allow_pickle=False)
+        name = clip.clip_id if source_key is None else f"{clip.clip_id}.{source_key(clip)}"
+        path = folder / f"{name}.npy" if folder is not None else None
+        paths.append(path)
+        cached = _read_cached(path, space.shape) if path is not None else None
+        if cached is not None:
+            out[i] = cached
         else:
             missing.append(i)
-    for lo in tqdm(range(0, len(missing), batch_size), desc=f"embed {space.name}",
-                   disable=not missing, leave=False):
+    for lo in progress(range(0, len(missing), batch_size), f"embed {space.name}", unit="batches") if missing else ():
         idx = missing[lo:lo + batch_size]
         emb = space.embed_batch([load_item(clips[i]) for i in idx])
         for j, i in enumerate(idx):
             out[i] = emb[j]
-            if folder is not None:
-                save_npy(folder / f"{clips[i].clip_id}.npy", emb[j])
+            if paths[i] is not None:
+                save_npy(paths[i], emb[j])
     return out
+
+
+def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A cached embedding, or None if it is absent, unreadable or of another shape."""
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return array if array.shape == tuple(shape) else None
