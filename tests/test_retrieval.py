@@ -121,6 +121,8 @@ def test_interrupted_build_resumes_without_recomputing(tmp_path):
     assert len(RetrievalIndex.load(tmp_path / "index", device="cpu")) == 4  # two chunks were finished
 
     calls.clear(), kill_at.clear(), kill_at.append(-1)
+    # What a write killed between its temporary file and the rename leaves: ignored.
+    (tmp_path / "index" / "parts" / ".000002.x1y2.tmp.jsonl").write_text('{"path": "half')
     summary = build_index(audio, tmp_path / "index", space, chunk_size=2)
     assert calls == [2, 1] and summary == {"files": 7, "new": 3, "errors": []}
     resumed = RetrievalIndex.load(tmp_path / "index", device="cpu")

@@ -69,8 +69,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _complete_parts(index_dir: Path) -> list[Path]:
-    """The `.jsonl` of each complete chunk, in order."""
-    return sorted((index_dir / PARTS).glob("*.jsonl"))
+    """The `.jsonl` of each complete chunk, in order (`00000.jsonl`, ...; a temporary file a killed write
+    left, `.00003.*.tmp.jsonl`, is not one)."""
+    return sorted(p for p in (index_dir / PARTS).glob("*.jsonl") if p.stem.isdigit())
 
 
 def _index_meta(space: EmbeddingSpace, audio_dir: Path) -> dict[str, Any]:

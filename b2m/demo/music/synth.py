@@ -7,8 +7,13 @@ import os
 
 import numpy as np
 import pretty_midi
-import tinysoundfont
 
+try:
+    import tinysoundfont
+except ImportError:  # the `demo` extra; see pyproject.toml
+    tinysoundfont = None
+
+from b2m.core.errors import B2MError
 from b2m.demo.music.arrange import arrange
 from b2m.demo.music.styles import STYLES, TRACK_SECONDS, track_style
 
@@ -30,6 +35,9 @@ def _note_events(instrument: pretty_midi.Instrument, sample_rate: int) -> list[t
 def render_stems(instruments: list[pretty_midi.Instrument], sample_rate: int, n_samples: int) -> np.ndarray:
     """Render each MIDI part alone with the bundled GM SoundFont: mono float32 [parts, n_samples],
     not normalised; a part's notes past `n_samples` are cut off."""
+    if tinysoundfont is None:
+        raise B2MError("the demo's synthesizer tinysoundfont is not installed: run scripts/setup.sh, or "
+                       "pip install --no-deps 'tinysoundfont>=0.3'")
     synth = tinysoundfont.Synth(samplerate=sample_rate)
     synth.sfload(SOUNDFONT)  # once for all parts: loading costs about a third of rendering one
     stems = np.zeros((len(instruments), n_samples), dtype=np.float32)
