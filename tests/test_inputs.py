@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -124,3 +126,16 @@ def test_damaged_preprocessing_cache_is_computed_again(tmp_path):
     with pytest.warns(UserWarning, match="damaged preprocessing cache; computing it again"):
         again = train(compose("train", [*args, f"out_dir={tmp_path / 'b'}"]))
     assert again == first
+
+
+def test_truncated_predictions_file_is_one_error(tmp_path):
+    from b2m.core.metrics import Standardiser
+    from b2m.core.runs import read_predictions, write_predictions
+
+    pred = np.random.default_rng(0).standard_normal((4, 1, 3)).astype(np.float32)
+    path = write_predictions(tmp_path, "sub-001", pred, pred, ["a", "b", "c", "d"], Standardiser.fit(pred))
+    path.write_bytes(path.read_bytes()[:300])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)  # the file is closed, not left to the collector
+        with pytest.raises(B2MError, match="sub-001.npz: unreadable predictions file"):
+            read_predictions(path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,9 +152,10 @@ def read_predictions(path: str | Path) -> SubjectPredictions:
     """One subject's test predictions; a file that breaks the contract is a B2MError naming it."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # Our own handle: np.load leaves its file open when the zip is cut short.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # missing, truncated, not an .npz
         raise B2MError(f"{path}: unreadable predictions file ({err})") from None
     missing = [k for k in PREDICTION_KEYS if k not in arrays]
     if missing:
