@@ -187,3 +187,17 @@ def test_failed_evaluation_leaves_the_previous_one(mlp_run, monkeypatch):
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert json.loads((folder / "metrics.json").read_text())["n_boot"] == first["n_boot"] == 20
     assert [p.name for p in mlp_run.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_trained_mlp_reloads_from_safetensors(root, mlp_run):
+    from b2m.data.subjects import load_subject
+    from b2m.decoders import load_decoder
+    from b2m.targets import build_space
+    from b2m.targets.dataset import clip_targets
+
+    cfg = compose("train", [f"data.root={root}", *MLP])
+    space = build_space(cfg.target)
+    subject = load_subject(cfg.data, "sub-001", lambda clips: clip_targets(cfg.data, space, clips), 0)
+    decoder = load_decoder(mlp_run)
+    assert not decoder.training  # eval mode: no dropout
+    np.testing.assert_allclose(decoder.predict_windows(subject.test.x, 0), predictions(mlp_run), atol=1e-5)

@@ -25,16 +25,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import logging
-
 import numpy as np
 import torch
 
 from b2m.core.errors import B2MError
 from b2m.core.ridge import RidgeCV
 from b2m.decoders.base import Decoder
-
-log = logging.getLogger(__name__)
 
 FEATURES = ("mean", "fir", "mean_fir")
 VOXELS = ("all", "encoding")
@@ -94,8 +90,6 @@ class RidgeDecoder(Decoder):
     def fit_closed_form(self, subject: int, x: np.ndarray, y: np.ndarray) -> None:
         """Fit subject `subject` on windows `x` `[N, W, V]` and targets `y` `[N, L, D]`."""
         hp = self.hparams
-        log.info(f"ridge, subject {subject + 1} of {len(self.n_voxels)}: {len(x)} windows x {x.shape[-1]} voxels, "
-                 f"{hp.n_folds}-fold CV over {len(hp.alphas)} alphas")
         weight = getattr(self, f"voxel_weight_{subject}")
         if hp.voxels == "encoding":
             weight.copy_(torch.from_numpy(encoding_weights(x, y, hp.encoding_alphas, hp.n_folds, hp.dtype, hp.device)))

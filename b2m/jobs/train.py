@@ -144,6 +144,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     if decoder.closed_form:
         # Cross-validation inside the closed form picks the hyperparameters, so it sees train + val.
         for s, subject in enumerate(subjects):
+            n = len(subject.train.x) + len(subject.val.x)
+            log.info(f"{cfg.decoder._target_.rsplit('.', 1)[-1]} {subject.subject}: {n} windows x "
+                     f"{subject.data.n_voxels} voxels, fitted in closed form")
             decoder.fit_closed_form(s, np.concatenate([subject.train.x, subject.val.x]),
                                     np.concatenate([subject.train.y, subject.val.y]))
     else:

@@ -62,7 +62,8 @@ def write_stimuli(out_dir: Path, tracks: Iterable[tuple[str, int]], workers: int
     for genre, track in tracks:
         track_style(genre, track)  # a bad genre or track number fails here, before any work
     todo = [(g, t) for g, t in tracks if not _is_complete(stimulus_path(out_dir, g, t))]
-    with tqdm(total=len(tracks), initial=len(tracks) - len(todo), desc="stimuli", unit="track") as progress:
+    with tqdm(total=len(tracks), initial=len(tracks) - len(todo), desc="stimuli", unit="track",
+              disable=not todo) as progress:
         if workers <= 1:
             for genre, track in todo:
                 _write_track(out_dir, genre, track)
