@@ -126,6 +126,9 @@ BAD_TRAIN = [
     ("data.delays_tr=[]", "data.delays_tr must be a non-empty list"),
     ("data.delays_tr=[-1,2]", "data.delays_tr must be a non-empty list, each item an integer >= 0"),
     ("seed=-1", "seed must be an integer >= 0"),
+    ("data.test_runs=[]", "data.test_runs must be a non-empty list"),
+    ("data.training_runs=[0]", "data.training_runs must be a non-empty list, each item an integer >= 1"),
+    ("data.delays_tr=[400] data.preprocess.mask=null", r"sub-001 has \d+ training and \d+ test windows"),
     ("decoder.n_folds=1", "decoder.n_folds must be an integer >= 2"),
     ("decoder.alphas=[]", "decoder.alphas must be a non-empty list"),
     ("decoder.alphas=[1.0,-2.0]", "decoder.alphas must be a non-empty list, each item a number > 0"),
@@ -138,6 +141,13 @@ BAD_TRAIN = [
     ("decoder=mlp trainer.patience=0", "trainer.patience must be an integer >= 1"),
     ("decoder=mlp trainer.accelerator=gpu", "trainer.accelerator=gpu, but torch"),
     ("decoder.device=cuda", "decoder.device=cuda, but torch"),
+    ("decoder=mlp trainer.precision=banana", "trainer.precision must be one of '32-true'"),
+    ("decoder=mlp trainer.devices=0", "trainer.devices must be a count >= 1"),
+    ("trainer.logger=xyz", "trainer.logger must be one of 'wandb', 'csv', 'none'"),
+    ("decoder.scoring=xx", "decoder.scoring must be one of 'r2', 'neg_mse'"),
+    ("decoder.dtype=float8", "decoder.dtype must be one of 'float32', 'float64'"),
+    ("data.preprocess.poly_order=-1", "data.preprocess.poly_order must be an integer >= 0"),
+    ("data.preprocess.median_window_s=0", "data.preprocess.median_window_s must be a number > 0"),
 ]
 
 
@@ -147,7 +157,8 @@ def test_out_of_range_train_values_fail_before_anything_is_written(root, tmp_pat
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
     out = tmp_path / "run"
-    with pytest.raises(B2MError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    pattern = message if "\\d" in message else message.replace("(", r"\(").replace("[", r"\[")
+    with pytest.raises(B2MError, match=pattern):
         train(compose("train", [f"data.root={root}", f"out_dir={out}", *overrides.split()]))
     assert not out.exists()
 
@@ -201,3 +212,22 @@ def test_a_trained_mlp_reloads_from_safetensors(root, mlp_run):
     decoder = load_decoder(mlp_run)
     assert not decoder.training  # eval mode: no dropout
     np.testing.assert_allclose(decoder.predict_windows(subject.test.x, 0), predictions(mlp_run), atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("spaces=[nope]", "spaces: unknown space 'nope'"),
+    ("report.subjects=[9]", "report.subjects: sub-009 is not a subject of"),
+])
+def test_evaluate_names_an_unknown_space_or_subject(mlp_run, tmp_path, overrides, message):
+    out = tmp_path / "evaluation"
+    with pytest.raises(B2MError, match=message):
+        evaluate(compose("evaluate", [f"run={mlp_run}", f"out_dir={out}", *overrides.split()]))
+    assert not out.exists() and not (tmp_path / ".evaluation.partial").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error(tmp_path):
+    from b2m.core.io import write_json
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(B2MError, match=r"file/sub: cannot write metrics.json here"):
+        write_json(tmp_path / "file" / "sub" / "metrics.json", {})

@@ -244,3 +244,26 @@ def test_shared_alpha_matches_sklearn(solver):
     np.testing.assert_allclose(model.predict(X_test), reference.predict(X_test), rtol=1e-5, atol=1e-6)
     per_target = RidgeCV(alphas=ALPHAS, n_folds=5, solver=solver, scoring="r2", dtype="float64").fit(X, Y)
     assert len(set(per_target.best_alphas_)) > 1  # the data do ask for different alphas per target
+
+
+def test_eigh_that_does_not_converge_in_float32_is_redone_in_float64(monkeypatch):
+    # LAPACK's float32 eigh fails (error 991) on some Gram matrices with many zero columns, which the
+    # encoding voxel weights produce; the solver then redoes that decomposition in float64.
+    rng = np.random.default_rng(0)
+    X = np.zeros((60, 20), np.float32)
+    X[:, :4] = rng.standard_normal((60, 4))
+    Y = X[:, :4] @ rng.standard_normal((4, 3)).astype(np.float32) + 0.1 * rng.standard_normal((60, 3)).astype(np.float32)
+    expected = RidgeCV(alphas=[0.1, 1.0, 10.0], n_folds=3, dtype="float32", device="cpu").fit(X, Y).coef_
+    real = torch.linalg.eigh
+    calls = []
+
+    def failing(matrix):
+        calls.append(matrix.dtype)
+        if matrix.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge (error code: 991)")
+        return real(matrix)
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    coef = RidgeCV(alphas=[0.1, 1.0, 10.0], n_folds=3, dtype="float32", device="cpu").fit(X, Y).coef_
+    assert torch.float64 in calls and coef.dtype == np.float32
+    np.testing.assert_allclose(coef, expected, rtol=1e-4, atol=1e-5)

@@ -217,6 +217,19 @@ def _list_of(item: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], b
             f"a non-empty list, each item {wants}")
 
 
+def _one_of(*choices: Any) -> tuple[Callable[[Any], bool], str]:
+    """A rule: one of `choices` (compared as given, so 32 and "32" differ)."""
+    return (lambda x: any(x == c and type(x) is type(c) for c in choices),
+            f"one of {', '.join(repr(c) for c in choices)}")
+
+
+def _devices(x: Any) -> bool:
+    """Lightning's `devices`: a count >= 1, -1 (all), "auto", or a non-empty list of device indices."""
+    if isinstance(x, (list, ListConfig)):
+        return len(x) > 0 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in x)
+    return x == "auto" or (isinstance(x, int) and not isinstance(x, bool) and (x >= 1 or x == -1))
+
+
 _COUNT = _interval(1, integer=True)
 _POSITIVE = _list_of(_interval(0, lo_open=True))
 _DELAYS = _list_of(_interval(0, integer=True))
@@ -226,6 +239,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _interval(0, integer=True),
     "data.batch_size": _COUNT, "data.num_workers": _interval(0, integer=True), "data.val_fraction": _SHARE,
     "data.delays_tr": _DELAYS,
+    "data.training_runs": _list_of(_interval(1, integer=True)), "data.test_runs": _list_of(_interval(1, integer=True)),
     "decoder.lr": _interval(0, lo_open=True), "decoder.weight_decay": _interval(0),
     "decoder.dropout": _SHARE, "decoder.input_dropout": _SHARE,
     "decoder.width": _COUNT, "decoder.depth": _COUNT, "decoder.heads": _COUNT,
@@ -235,6 +249,19 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "decoder.loss.mse": _interval(0), "decoder.loss.cosine": _interval(0), "decoder.loss.contrastive": _interval(0),
     "decoder.loss.temperature": _interval(0, lo_open=True),
     "trainer.patience": _COUNT,
+    "trainer.devices": (_devices, 'a count >= 1, -1 (every device), "auto" or a list of device indices'),
+    "trainer.accelerator": _one_of("cpu", "gpu", "cuda", "mps", "auto"),
+    "trainer.strategy": _one_of("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed"),
+    # Lightning's precision names (and their short aliases).
+    "trainer.precision": _one_of("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
+                                 "transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64"),
+    "trainer.logger": _one_of("wandb", "csv", "none"),
+    "trainer.wandb_mode": _one_of("offline", "online", "disabled"),
+    "decoder.dtype": _one_of("float32", "float64"),
+    "decoder.scoring": _one_of("r2", "neg_mse"),
+    "data.preprocess.poly_order": _interval(0, integer=True),
+    "data.preprocess.median_window_s": _interval(0, lo_open=True),
+    "data.preprocess.auto_threshold": _interval(0, 1),
     "n_boot": _COUNT, "ci_level": _interval(0, 1, lo_open=True, hi_open=True), "max_draws": _COUNT,
     "encoding.n_folds": _interval(2, integer=True), "encoding.delays_tr": _DELAYS, "encoding.alphas": _POSITIVE,
     "encoding.n_perm": _interval(0, integer=True), "encoding.fdr_q": _interval(0, 1, lo_open=True, hi_open=True),

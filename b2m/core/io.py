@@ -22,14 +22,18 @@ from b2m.core.errors import B2MError
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `path` on success.
 
-    On an exception the temporary file is removed, so no partial output is left.
+    On an exception the temporary file is removed, so no partial output is left. A folder that cannot
+    be created or written is a B2MError naming it.
     The temporary name keeps the target's suffix (libraries such as soundfile and
     numpy choose the format from it). The file gets the permissions the umask allows
     (0644 under the usual 022), not mkstemp's 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    except OSError as err:  # a read-only or missing location, a file where a folder belongs, a full disk
+        raise B2MError(f"{path.parent}: cannot write {path.name} here ({err.strerror or err})") from None
     os.close(fd)
     # mkstemp makes the file 0600; a finished output is as readable as any file the user creates.
     os.chmod(tmp, 0o666 & ~current_umask())

@@ -228,7 +228,7 @@ class RidgeCV:
         if self.fit_intercept:
             mean = X_train.mean(0)
             X_train, X_val = X_train - mean, X_val - mean
-        s, Q = torch.linalg.eigh(_gram(X_train.T))
+        s, Q = _eigh(_gram(X_train.T))
         return s.clamp_min(0), X_val @ Q, (X_train @ Q).T
 
     def _kernel_fold(
@@ -243,7 +243,7 @@ class RidgeCV:
             grand_mean = train_means.mean()
             K_train = K_train - train_means[None, :] - train_means[:, None] + grand_mean
             K_val = K_val - train_means[None, :] - K_val.mean(1, keepdim=True) + grand_mean
-        s, V = torch.linalg.eigh(K_train)
+        s, V = _eigh(K_train)
         return s.clamp_min(0), K_val @ V, V.T
 
     def _score_alphas(
@@ -273,10 +273,10 @@ class RidgeCV:
     ) -> torch.Tensor:
         """Weights [F, T] on all (already centred) samples, one alpha per target."""
         if kernel is None:
-            s, Q = torch.linalg.eigh(_gram(X.T))
+            s, Q = _eigh(_gram(X.T))
             P, to_coef = (X @ Q).T, Q
         else:
-            s, V = torch.linalg.eigh(kernel)
+            s, V = _eigh(kernel)
             P, to_coef = V.T, V
         s = s.clamp_min(0)
         coef = torch.empty(X.shape[1], Y.shape[1], dtype=X.dtype, device=X.device)
@@ -287,6 +287,16 @@ class RidgeCV:
             # In kernel form these are dual weights [N, T]; X^T maps them to features.
             coef[:, cols] = weights if kernel is None else X.T @ weights
         return coef
+
+
+def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.linalg.eigh`, redone in float64 when LAPACK's float32 solver does not converge: it fails on
+    Gram matrices with many exactly repeated eigenvalues, e.g. when most voxels are weighted 0."""
+    try:
+        return torch.linalg.eigh(matrix)
+    except torch.linalg.LinAlgError:
+        s, Q = torch.linalg.eigh(matrix.double())
+        return s.to(matrix.dtype), Q.to(matrix.dtype)
 
 
 def _gram(M: torch.Tensor, n_blocks: int = 4) -> torch.Tensor:

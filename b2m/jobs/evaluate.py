@@ -19,10 +19,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from b2m.core.config import check_values
+from b2m.core.config import check_values, choices
 from b2m.core.errors import B2MError
 from b2m.core.io import replace_folder, write_json
 from b2m.core.runs import load_run
+from b2m.data.bids import subject_label
 from b2m.jobs import tracking
 from b2m.evaluation.decoding import decoding_sets, score_sets
 from b2m.evaluation.encoding import encoding_analysis
@@ -44,6 +45,13 @@ def evaluate(cfg: DictConfig) -> dict:
         if len(p.pred) < 2:
             raise B2MError(f"{run.path / 'predictions' / (p.subject + '.npz')}: {len(p.pred)} test clip(s); "
                            f"identification needs at least 2")
+    unknown = [name for name in cfg.spaces if name not in choices("target")]
+    if unknown:
+        raise B2MError(f"config: spaces: unknown space {unknown[0]!r}; known: {choices('target')}")
+    shown = [subject_label(s) for s in cfg.report.subjects or []]
+    if any(s not in run.subjects for s in shown):
+        raise B2MError(f"config: report.subjects: {[s for s in shown if s not in run.subjects][0]} is not a subject "
+                       f"of {run.path} (it has {', '.join(run.subjects)})")
     recon = read_reconstructions(cfg, run)
     if work.exists():  # left by a killed evaluation
         shutil.rmtree(work)
