@@ -106,7 +106,7 @@ def test_embedding_cache_follows_the_source_and_survives_damage(tmp_path):
     assert Counting.calls == 4
     np.testing.assert_array_equal(second[1], space.embed_batch([waves[clips[1]]])[0])
     # A cache file cut short by a killed write is computed again, not a traceback.
-    (cached,) = (tmp_path / space.cache_key()).glob("blues.00000_*.v1.npy")
+    (cached,) = (tmp_path / space.cache_key()).glob("blues.00000_*.npy")
     cached.write_bytes(cached.read_bytes()[:20])
     np.testing.assert_array_equal(run(), second)
 

@@ -72,8 +72,8 @@ class _SubjectBatchSampler(Sampler[list[int]]):
         # batches (as torch's DistributedSampler pads) so that every rank runs as many steps.
         rank, world = _rank_and_world()
         if world > 1 and batches:
-            batches += (batches * world)[:-len(batches) % world]
-            batches = batches[rank::world]
+            pad = -len(batches) % world
+            batches = (batches + batches * world)[:len(batches) + pad][rank::world]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -130,12 +130,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     subjects = [load_subject(cfg.data, s, lambda clips: clip_targets(cfg.data, space, clips), seed) for s in labels]
     dm = BrainDataModule(subjects, int(cfg.data.batch_size), int(cfg.data.num_workers), seed)
     decoder = build_decoder(cfg.decoder, [s.data.n_voxels for s in subjects], len(cfg.data.delays_tr), space.shape)
+    needed = max(int(cfg.decoder.get("n_folds", 2)), 2)
     for s in subjects:
         n_fit, n_test = len(s.train.x) + len(s.val.x), len(s.test.x)
-        needed = int(cfg.decoder.get("n_folds", 2))
-        if n_fit < max(needed, 2) or n_test < 2:
+        if n_fit < needed or n_test < 2:
             raise B2MError(f"{cfg.data.root}: {s.subject} has {n_fit} training and {n_test} test windows with "
-                           f"data.delays_tr={list(cfg.data.delays_tr)}; needs at least {max(needed, 2)} and 2 "
+                           f"data.delays_tr={list(cfg.data.delays_tr)}; needs at least {needed} and 2 "
                            f"(delays past the end of the runs drop their presentations)")
     if not decoder.closed_form and not any(len(s.val.x) > 1 for s in subjects):
         raise B2MError(f"{cfg.data.root}: no subject has 2 validation clips (data.val_fraction="

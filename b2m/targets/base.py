@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from b2m.core.clips import Clip
-from b2m.core.io import save_npy
+from b2m.core.io import save_npy, write_text
 from b2m.core.log import progress
 
 
@@ -63,18 +63,17 @@ def embed_clips(
     `load_item(clip)` returns what the space embeds (a waveform at
     `space.sample_rate`, or a caption). Cached clips are not loaded at all.
     `source_key(clip)` fingerprints what the clip is made from (its caption, its audio file), so that an
-    edited source is embedded again: cache files are `<clip_id>.<key>.npy`. A cache file that cannot
-    be read (truncated by a killed write, say) or has another shape is computed again.
+    edited source is embedded again. Cache files are `<clip_id>.npy` (the layout other tools read, such as
+    ../shared/reference/plain_ridge.py) with the fingerprint in `<clip_id>.source`, written after the
+    array. A cache file that cannot be read (truncated by a killed write, say), has another shape or
+    another fingerprint is computed again.
     """
     folder = Path(cache_dir) / space.cache_key() if cache_dir is not None else None
     out = np.zeros((len(clips), *space.shape), dtype=np.float32)
-    paths: list[Path | None] = []
+    keys = [source_key(c) if source_key is not None else None for c in clips]
     missing = []
     for i, clip in enumerate(clips):
-        name = clip.clip_id if source_key is None else f"{clip.clip_id}.{source_key(clip)}"
-        path = folder / f"{name}.npy" if folder is not None else None
-        paths.append(path)
-        cached = _read_cached(path, space.shape) if path is not None else None
+        cached = _read_cached(folder / f"{clip.clip_id}.npy", space.shape, keys[i]) if folder is not None else None
         if cached is not None:
             out[i] = cached
         else:
@@ -84,15 +83,22 @@ def embed_clips(
         emb = space.embed_batch([load_item(clips[i]) for i in idx])
         for j, i in enumerate(idx):
             out[i] = emb[j]
-            if paths[i] is not None:
-                save_npy(paths[i], emb[j])
+            if folder is not None:
+                save_npy(folder / f"{clips[i].clip_id}.npy", emb[j])
+                if keys[i] is not None:
+                    write_text(folder / f"{clips[i].clip_id}.source", keys[i])
     return out
 
 
-def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """A cached embedding, or None if it is absent, unreadable or of another shape."""
+def _read_cached(path: Path, shape: tuple[int, int], key: str | None) -> np.ndarray | None:
+    """A cached embedding, or None if it is absent, unreadable, of another shape, or (with `key`) made
+    from another source than `key` says."""
     if not path.is_file():
         return None
+    if key is not None:
+        source = path.with_suffix(".source")
+        if not source.is_file() or source.read_text() != key:
+            return None
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):

@@ -18,7 +18,7 @@ from b2m.targets.base import EmbeddingSpace, embed_clips
 
 def clip_targets(data_cfg: DictConfig, space: EmbeddingSpace, clips: list[Clip]) -> dict[Clip, np.ndarray]:
     """Each clip's embedding `[L, D]` in `space`, cached under
-    `<cache>/targets/<space>-<hash>/<clip_id>.<source>.npy`, where `<source>` fingerprints the caption
+    `<cache>/targets/<space>-<hash>/<clip_id>.npy`, with `<clip_id>.source` fingerprinting the caption
     text or the audio file (name, size, modification time): an edited caption or a replaced file is
     embedded again."""
     paths = data_paths(data_cfg)
