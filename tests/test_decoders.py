@@ -184,10 +184,12 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
-    assert a == b
+    # Equal up to float32 rounding: the BLAS kernels of two processes may differ in the last bit (seen
+    # once in CI: 1e-9 relative), while a resume that redid or skipped steps differs by orders more.
+    assert a.keys() == b.keys() and all(b[k] == pytest.approx(v, rel=1e-6, abs=1e-7) for k, v in a.items())
     with np.load(tmp_path / "straight" / "predictions" / "sub-001.npz") as fa, \
             np.load(tmp_path / "killed" / "predictions" / "sub-001.npz") as fb:
-        np.testing.assert_array_equal(fa["pred"], fb["pred"])
+        np.testing.assert_allclose(fa["pred"], fb["pred"], rtol=0, atol=1e-6)
 
 
 def test_sweep_agent_command_line_is_accepted(monkeypatch):
