@@ -37,6 +37,7 @@ def make_cfg(tmp_path: Path, out: str, devices: int = 1, **gen):
                           "n_samples": 1, **gen})
     return OmegaConf.create({
         "predictions": str(tmp_path / "train"), "out_dir": str(tmp_path / out), "generator": generator,
+        "select": group_config("select", "none"),
         "trainer": {"devices": devices, "strategy": "ddp" if devices > 1 else "auto", "accelerator": "cpu"}})
 
 

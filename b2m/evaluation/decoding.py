@@ -47,8 +47,13 @@ class ScoredSet:
         return _mean_dicts(per_draw)
 
 
-def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, level: float) -> dict[str, float]:
-    """`sets[subject][prefix]` -> the flat metric table with intervals (see the module doc)."""
+def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, level: float,
+               differences: dict[str, tuple[str, str]] | None = None) -> dict[str, float]:
+    """`sets[subject][prefix]` -> the flat metric table with intervals (see the module doc).
+
+    `differences[name] = (a, b)` adds `<name>/<metric>`, the paired difference of the sets with prefixes
+    `a` and `b` (the mean over the subjects that have both), with its interval from the same bootstrap
+    draws: two sets scored on the same clips differ less than their own intervals suggest."""
     universe = sorted({c for per_subject in sets.values() for s in per_subject.values() for c in s.clip_ids})
     position = {c: i for i, c in enumerate(universe)}
     counts = resample_counts(len(universe), n_boot, seed)  # [B, U]
@@ -56,6 +61,7 @@ def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, le
     points: dict[str, dict[str, float]] = {}
     intervals: dict[str, float] = {}
     boots: dict[str, list[np.ndarray]] = {}
+    by_subject: dict[str, dict[str, np.ndarray]] = {}
     for subject, per_subject in progress(sets.items(), f"bootstrap ({n_boot} resamples)", total=len(sets),
                                          unit="subjects"):
         for prefix, scored in per_subject.items():
@@ -68,9 +74,18 @@ def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, le
                 low, high = confidence_interval(boot[name], level)
                 intervals[f"{subject}/{key}_ci_low"], intervals[f"{subject}/{key}_ci_high"] = low, high
                 boots.setdefault(key, []).append(boot[name])
+                by_subject.setdefault(subject, {})[key] = boot[name]
     out = aggregate_subjects(points) | intervals
     for key, per_subject_boots in boots.items():
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = confidence_interval(np.mean(per_subject_boots, axis=0), level)
+    for name, (a, b) in (differences or {}).items():
+        both = [s for s, per_subject in sets.items() if a in per_subject and b in per_subject]
+        for metric in METRIC_KEYS if both else ():
+            ka, kb = f"{a}/{metric}", f"{b}/{metric}"
+            out[f"{name}/{metric}"] = float(np.mean([points[s][ka] - points[s][kb] for s in both]))
+            diff = np.mean([subject_boots[ka] - subject_boots[kb] for subject_boots in
+                            (by_subject[s] for s in both)], axis=0)
+            out[f"{name}/{metric}_ci_low"], out[f"{name}/{metric}_ci_high"] = confidence_interval(diff, level)
     return out
 
 

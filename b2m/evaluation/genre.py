@@ -108,7 +108,7 @@ def genre_section(run: Run, sets: dict[str, dict[str, ScoredSet]], spaces: dict[
         for name, scored in per_set.items():
             if name.endswith("/shuffled"):
                 continue
-            clf = classifier(spaces[name.split("/", 1)[1]], subject)
+            clf = classifier(spaces[name.rsplit("/", 1)[1]], subject)  # <kind>/<space>
             genres = [c.genre for c in run.test_clips(subject) if c.clip_id in set(scored.clip_ids)]
             truth = np.array([GENRES.index(g) for g in genres])
             ref = genre_probabilities(clf, scored.true)

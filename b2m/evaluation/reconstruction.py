@@ -17,31 +17,13 @@ from b2m.core.config import group_config
 from b2m.core.errors import B2MError
 from b2m.core.metrics import Standardiser, derange
 from b2m.core.runs import Run
-from b2m.data.stimuli import load_audio_file
 from b2m.evaluation.decoding import ScoredSet
 from b2m.reconstruction import Reconstructions
 from b2m.reconstruction.musicgen.batch import read_generated
 from b2m.reconstruction.retrieval import read_retrieval
+from b2m.reconstruction.selection import read_selection
 from b2m.targets import EmbeddingSpace, build_space, space_by_name
-from b2m.targets.dataset import clip_targets
-
-
-def embed_files(space: EmbeddingSpace, files: list[Path], batch_size: int = 16) -> np.ndarray:
-    """Embeddings `[N, L, D]` of audio files, processed as the retrieval database is (whole file,
-    fades, RMS-normalised, resampled to the space's rate); an unreadable file, or one whose embedding
-    is not finite, is a B2MError."""
-    if space.modality != "audio":
-        raise B2MError(f"spaces: {space.name!r} embeds {space.modality}, not audio; reconstructions need an "
-                       f"audio space")
-    out = []
-    for lo in range(0, len(files), batch_size):
-        batch = files[lo:lo + batch_size]
-        emb = space.embed_batch([load_audio_file(path, space.sample_rate) for path in batch])
-        for path, row in zip(batch, emb):
-            if not np.isfinite(row).all():
-                raise B2MError(f"{path}: its {space.name} embedding is not finite (audio too short?)")
-        out.append(emb)
-    return np.concatenate(out) if out else np.zeros((0, *space.shape), np.float32)
+from b2m.targets.dataset import clip_targets, embed_files
 
 
 def reconstruction_draws(space: EmbeddingSpace, per_clip: dict[str, list[Path]], clip_ids: list[str],
@@ -54,14 +36,22 @@ def reconstruction_draws(space: EmbeddingSpace, per_clip: dict[str, list[Path]],
 
 
 def read_reconstructions(cfg: DictConfig, run: Run) -> dict[str, Reconstructions]:
-    """The retrieval and generation outputs named in the evaluate config, checked against the predictions."""
+    """The retrieval and generation outputs named in the evaluate config, checked against the predictions.
+
+    Kinds: `retrieval`, `generated` (every rank / sample) and, where brain-guided selection was made,
+    `<kind>/brain`, `<kind>/first` and `<kind>/random` (one file per clip: the selected candidate, the
+    first and a random one, `b2m.reconstruction.selection`)."""
     recon: dict[str, Reconstructions] = {}
-    if cfg.retrieval:
-        recon["retrieval"] = read_retrieval(cfg.retrieval, sorted(run.subjects))
-    if cfg.generated:
-        recon["generated"] = read_generated(cfg.generated)
+    sources: dict[str, str] = {}
+    for kind, folder in (("retrieval", cfg.retrieval), ("generated", cfg.generated)):
+        if not folder:
+            continue
+        recon[kind] = read_retrieval(folder, sorted(run.subjects)) if kind == "retrieval" else read_generated(folder)
+        sources[kind] = folder
+        for choice, per_subject in read_selection(folder, sorted(recon[kind])).items():
+            recon[f"{kind}/{choice}"], sources[f"{kind}/{choice}"] = per_subject, folder
     for kind, per_subject in recon.items():
-        source = cfg.retrieval if kind == "retrieval" else cfg.generated
+        source = sources[kind]
         for subject, per_clip in per_subject.items():
             if subject not in run.subjects:
                 raise B2MError(f"{source}: subject {subject} has no predictions in {run.path / 'predictions'}")
@@ -101,3 +91,15 @@ def reconstruction_sets(run: Run, recon: dict[str, Reconstructions], spaces: dic
                 sets[subject][f"{kind}/{name}/shuffled"] = shuffled
     return sets
 
+
+def selection_differences(recon_sets: dict[str, dict[str, ScoredSet]]) -> dict[str, tuple[str, str]]:
+    """The paired differences that show what brain-guided selection buys: for every selected set
+    `<kind>/brain/<space>`, `<kind>/brain_minus_first/<space>` and `<kind>/brain_minus_random/<space>`."""
+    prefixes = {p for per_subject in recon_sets.values() for p in per_subject}
+    out = {}
+    for prefix in sorted(prefixes):
+        kind, _, rest = prefix.partition("/brain/")
+        if rest and "/" not in rest:
+            for other in ("first", "random"):
+                out[f"{kind}/brain_minus_{other}/{rest}"] = (prefix, f"{kind}/{other}/{rest}")
+    return out

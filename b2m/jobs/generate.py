@@ -3,7 +3,9 @@
 Reads `<predictions>/predictions/<subject>.npz` (a train out_dir, or its predictions folder)
 through `b2m.core.runs`; writes `<out_dir>/<subject>/<clip_id>_<k>.wav` and `manifest.jsonl`
 (`b2m.reconstruction.musicgen.batch`). `trainer.devices=N trainer.strategy=ddp` shards the
-work with Lightning's distributed sampler; a rerun generates only what is missing.
+work with Lightning's distributed sampler; a rerun generates only what is missing. With `select=brain`
+the `generator.n_samples` wavs of each clip are the candidates of brain-guided selection
+(`b2m.reconstruction.selection`), which needs the training run folder: `selection_<subject>.json`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from torch.utils.data import DataLoader
 
 from b2m.core.config import check_accelerator, check_values
 from b2m.core.errors import B2MError
-from b2m.core.runs import prediction_files
+from b2m.core.runs import PREDICTIONS, load_run, prediction_files
 from b2m.reconstruction.musicgen.batch import (FRAME_RATE, MANIFEST, MAX_DURATION_S, GenerationModule, Job,
                                                JobDataset, config_hash, plan_jobs, read_records, wav_ok,
                                                write_manifest)
 from b2m.reconstruction.musicgen.builders import build_generator
+from b2m.reconstruction.selection import apply_selection, check_selection
 
 
 def generate(cfg: DictConfig) -> dict:
@@ -37,6 +40,10 @@ def generate(cfg: DictConfig) -> dict:
         raise B2MError(f"generator.duration_s: {duration} s is outside (0, {MAX_DURATION_S}] s, MusicGen's context")
     out_dir = Path(cfg.out_dir)
     files = prediction_files(cfg.predictions)
+    check_selection(cfg.select)
+    # Selection fits encoding models on the run's data: it needs the run folder, not only its predictions.
+    source = Path(cfg.predictions)
+    run = load_run(source.parent if source.name == PREDICTIONS else source) if cfg.select.method == "brain" else None
     lm, codec = build_generator(gen)
     jobs, preds = plan_jobs(gen, files, lm.cfg.cond_dim)
     cfg_hash = config_hash(gen)
@@ -65,6 +72,10 @@ def generate(cfg: DictConfig) -> dict:
         if missing:
             raise B2MError(f"{out_dir}: {len(missing)} wav(s) missing after generation, e.g. {missing[0]}")
         write_manifest(out_dir, jobs, records)
+        candidates: dict[str, dict[str, list[Path]]] = {}
+        for job in sorted(jobs, key=lambda j: j.k):
+            candidates.setdefault(job.subject, {}).setdefault(job.clip_id, []).append(out_dir / job.path)
+        apply_selection(run, candidates, cfg.select, out_dir)
     trainer.strategy.barrier()
     return {"n_wavs": len(jobs), "n_generated": len(todo), "out_dir": str(out_dir), "config_hash": cfg_hash,
             "manifest": str(out_dir / MANIFEST), "subjects": sorted(preds), "missing": len(missing)}

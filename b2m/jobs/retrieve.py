@@ -2,7 +2,8 @@
 
 Indexes `database` (any folder of audio, recursively) in the run's target space, resuming an
 index in progress, then writes `retrieval_<subject>.json` and the top-k files per test clip
-into `out_dir` (`b2m.reconstruction.retrieval`).
+into `out_dir` (`b2m.reconstruction.retrieval`). With `select=brain` the top-k files of each clip are
+the candidates of brain-guided selection (`b2m.reconstruction.selection`): `selection_<subject>.json`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from b2m.core.config import check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import load_run
 from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
+from b2m.reconstruction.selection import apply_selection, check_selection
 from b2m.targets import build_space
 
 
@@ -26,6 +28,7 @@ def retrieve(cfg: DictConfig) -> dict[str, Any]:
     if cfg.link not in ("symlink", "copy"):
         raise B2MError(f"link: {cfg.link!r} is not 'symlink' or 'copy'")
     space = build_space(run.cfg.target)
+    check_selection(cfg.select)
     database = Path(cfg.database)
     if not database.is_dir():
         raise B2MError(f"{database}: database folder not found")
@@ -39,4 +42,7 @@ def retrieve(cfg: DictConfig) -> dict[str, Any]:
         # The stimulus track itself is never a reconstruction of its own clip.
         exclude = [c.track_name for c in run.test_clips(subject)] if cfg.exclude_stimulus else None
         manifests[subject] = retrieve_predictions(predictions, index, int(cfg.k), out_dir, exclude, cfg.link)
+    candidates = {subject: {clip_id: [out_dir / e["file"] for e in entries] for clip_id, entries in m["clips"].items()}
+                  for subject, m in manifests.items()}
+    apply_selection(run, candidates, cfg.select, out_dir)
     return manifests
