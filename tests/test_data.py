@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -19,7 +18,7 @@ from b2m.data.datamodule import BrainDataModule
 from b2m.data.subjects import load_subject
 from b2m.data.nifti import load_mask, open_run, read_masked
 from b2m.data.preprocess import PreprocessConfig, clean, zscore
-from b2m.data.samples import build_samples, split_by_clip
+from b2m.data.samples import split_by_clip
 from b2m.core.clips import GENRES
 from b2m.core.errors import B2MError
 from b2m.targets import space_by_name

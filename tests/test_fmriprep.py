@@ -330,3 +330,26 @@ def test_median_detrend_with_confounds_is_one_regression_after_the_filter():
     design = np.column_stack([np.ones(t), cd])
     coef, *_ = np.linalg.lstsq(design, xd, rcond=None)
     np.testing.assert_allclose(clean(x, 1.5, cfg, confounds), xd - design @ coef, atol=1e-4)
+
+
+def test_maps_are_drawn_over_the_t1w_in_the_bolds_space_else_the_mean_epi(copy, tmp_path):
+    from b2m.evaluation.encoding import anatomy
+    from b2m.evaluation.plots import plot_map
+
+    pre = load_preprocessed(data_cfg(copy), SUB)
+    first = pre.runs["Training"][0].bold
+    image, name = anatomy(pre)
+    bold = nib.load(first)
+    assert name == f"mean EPI of {first.name}" and np.allclose(image.affine, bold.affine)
+    np.testing.assert_allclose(image.get_fdata(), bold.get_fdata().mean(axis=3), rtol=1e-5, atol=1e-3)
+    anat = copy / "derivatives/fmriprep" / SUB / "anat"
+    t1w = nib.Nifti1Image(np.random.default_rng(0).uniform(size=(8, 8, 8)).astype(np.float32), np.diag([3, 3, 3, 1]))
+    nib.save(t1w, anat / f"{SUB}_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz")  # another space: not used
+    assert anatomy(pre)[1].startswith("mean EPI")
+    nib.save(t1w, anat / f"{SUB}_desc-preproc_T1w.nii.gz")
+    image, name = anatomy(pre)
+    assert name == f"T1w ({SUB}_desc-preproc_T1w.nii.gz)" and image.shape == (8, 8, 8)
+    # A map on the BOLD's grid drawn over the T1w on its own grid, as PNG and SVG.
+    stat = nib.Nifti1Image(np.random.default_rng(1).normal(size=bold.shape[:3]).astype(np.float32), bold.affine)
+    plot_map(stat, image, tmp_path / "map.png", "a map")
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG" and "a map" in (tmp_path / "map.svg").read_text()

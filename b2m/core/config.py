@@ -263,6 +263,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.preprocess.median_window_s": _interval(0, lo_open=True),
     "data.preprocess.auto_threshold": _interval(0, 1),
     "n_boot": _COUNT, "ci_level": _interval(0, 1, lo_open=True, hi_open=True), "max_draws": _COUNT,
+    "report.listening_trials": _COUNT,
     "encoding.n_folds": _interval(2, integer=True), "encoding.delays_tr": _DELAYS, "encoding.alphas": _POSITIVE,
     "encoding.n_perm": _interval(0, integer=True), "encoding.fdr_q": _interval(0, 1, lo_open=True, hi_open=True),
     "encoding.top_k": _COUNT, "encoding.partition.ratios": _POSITIVE,
@@ -270,6 +271,8 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "generator.top_k": _interval(0, integer=True), "generator.top_p": _interval(0, 1),
     "generator.temperature": _interval(0, lo_open=True), "generator.guidance_scale": _interval(0),
     "k": _COUNT,
+    "select.method": _one_of("none", "brain"), "select.n_folds": _interval(2, integer=True),
+    "select.alphas": _POSITIVE, "select.seed": _interval(0, integer=True),
 }
 
 

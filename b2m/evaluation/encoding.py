@@ -22,7 +22,7 @@ For each subject and embedding space:
    single-space fits gives each voxel's unique and shared test R².
 
 Outputs under `out_dir/<subject>/`: NIfTI maps in the BOLD's space (same affine, 0 outside
-the kept voxels) and PNG slice montages; `out_dir/summary.md` with the region tables. Regions:
+the kept voxels) and axial slices over the subject's anatomy (PNG and SVG, `anatomy`); `out_dir/summary.md` with the region tables. Regions:
 an atlas's regions when `data.rois` names one (`b2m.data.rois`); else, with the demo dataset's
 ground truth (`TRUTH_FILE`), its tuning classes; otherwise the `top_k` voxels of highest
 explainable variance ("auditory") and the rest.
@@ -31,6 +31,7 @@ explainable variance ("auditory") and the rest.
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -44,6 +45,7 @@ from b2m.core.log import progress
 from b2m.core.metrics import aggregate_subjects
 from b2m.core.ridge import RidgeCV
 from b2m.data.bids import Presentation, subject_label
+from b2m.data.nifti import mean_volume, open_run
 from b2m.data.samples import build_samples
 from b2m.data.subjects import PreprocessedSubject, data_paths, load_preprocessed
 from b2m.evaluation import plots
@@ -148,15 +150,32 @@ def voxel_regions(root: Path, subject: str, mask: np.ndarray, ev: np.ndarray, to
 
 
 # ----------------------------------------------------------------- files
-def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Write voxel values `[V]` as a float32 NIfTI on the mask's grid (0 outside); returns the volume."""
+def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """Write voxel values `[V]` as a float32 NIfTI on the mask's grid (0 outside); returns the image."""
     volume = np.zeros(mask.shape, dtype=np.float32)
     volume[mask] = np.nan_to_num(values)
     image = nib.Nifti1Image(volume, affine)
     image.header.set_xyzt_units("mm")
     with atomic_path(path) as tmp:
         tmp.write_bytes(gzip.compress(image.to_bytes(), mtime=0))
-    return volume
+    return image
+
+
+def anatomy(pre: PreprocessedSubject) -> tuple[nib.Nifti1Image, str]:
+    """The image the maps are drawn over, and what it is: fMRIPrep's preprocessed T1w in the BOLD's space
+    when the derivatives hold one, else the mean EPI of the first Training run (always aligned with
+    the maps; a raw BIDS T1w is not registered to the BOLD, so it is never used)."""
+    first = pre.runs["Training"][0]
+    if first.mask is not None:  # fMRIPrep derivatives: <derivatives>/<subject>/func/<bold>
+        space = re.search(r"_space-([a-zA-Z0-9]+)", first.bold.name)
+        anat = first.bold.parent.parent / "anat"
+        for path in sorted(anat.glob(f"{first.subject}*_desc-preproc_T1w.nii*")):
+            found = re.search(r"_space-([a-zA-Z0-9]+)", path.name)
+            # In fMRIPrep's T1w space the T1w carries no space entity.
+            if (found.group(1) if found else "T1w") == (space.group(1) if space else None):
+                return nib.load(path), f"T1w ({path.name})"
+    run = open_run(first.bold)
+    return nib.Nifti1Image(mean_volume(run), run.affine), f"mean EPI of {first.bold.name}"
 
 
 # ----------------------------------------------------------------- the analysis
@@ -182,6 +201,7 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
              f"4 repeats averaged); significance: {int(ecfg.n_perm)} clip permutations, BH-FDR q = {ecfg.fdr_q}.", ""]
     for subject in progress([subject_label(s) for s in data_cfg.subjects], "encoding models", unit="subjects"):
         pre = load_preprocessed(data_cfg, subject)
+        background, background_name = anatomy(pre)
         clips = sorted({p.clip for evs in pre.events.values() for p in evs})
         folder = out_dir / subject
         rows: dict[str, float] = {}
@@ -217,17 +237,17 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
             rows[f"{name}/fraction_significant"] = float(significant.mean())
             for region in _region_names(regions):
                 rows[f"{name}/{region}/mean_r"] = float(r[regions == region].mean())
-            volume = write_map(folder / f"{name}_r.nii.gz", r, pre.data.mask, pre.data.affine)
+            image = write_map(folder / f"{name}_r.nii.gz", r, pre.data.mask, pre.data.affine)
             write_map(folder / f"{name}_r_normalised.nii.gz", normalised, pre.data.mask, pre.data.affine)
             write_map(folder / f"{name}_significant.nii.gz", significant.astype(np.float32), pre.data.mask,
                       pre.data.affine)
-            plots.plot_slices(volume, folder / f"{name}_r.png", f"{subject} {name}: Pearson r (test runs)")
+            plots.plot_map(image, background, folder / f"{name}_r.png", f"{subject} {name}: Pearson r (test runs)")
         for a, b in _space_pairs(spaces):
             diff = r_by_space[a] - r_by_space[b]
             for region in _region_names(regions):
                 rows[f"{a}_minus_{b}/{region}/mean_r"] = float(diff[regions == region].mean())
-            volume = write_map(folder / f"{a}_minus_{b}_r.nii.gz", diff, pre.data.mask, pre.data.affine)
-            plots.plot_slices(volume, folder / f"{a}_minus_{b}_r.png", f"{subject}: r({a}) - r({b})")
+            image = write_map(folder / f"{a}_minus_{b}_r.nii.gz", diff, pre.data.mask, pre.data.affine)
+            plots.plot_map(image, background, folder / f"{a}_minus_{b}_r.png", f"{subject}: r({a}) - r({b})")
         pairs = _space_pairs(spaces) if ecfg.partition.enabled and _modalities_split(spaces) else []
         for a, b in pairs:
             joint = banded_predictions(pre, [designs[a], designs[b]], list(data_cfg.delays_tr), list(ecfg.alphas),
@@ -239,11 +259,11 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
                 rows[f"{key}/mean"] = float(values.mean())
                 for region in _region_names(regions):
                     rows[f"{key}/{region}/mean"] = float(values[regions == region].mean())
-                volume = write_map(folder / f"{a}+{b}_{label}.nii.gz", values, pre.data.mask, pre.data.affine)
-                plots.plot_slices(volume, folder / f"{a}+{b}_{label}.png",
+                image = write_map(folder / f"{a}+{b}_{label}.nii.gz", values, pre.data.mask, pre.data.affine)
+                plots.plot_map(image, background, folder / f"{a}+{b}_{label}.png",
                                   f"{subject}: {label.replace('_', ' ')} variance, {a} + {b} (test R²)")
         per_subject[subject] = rows
-        lines += _subject_table(subject, rows, spaces, regions, source)
+        lines += _subject_table(subject, rows, spaces, regions, source) + [f"Maps drawn over the {background_name}.", ""]
         lines += _partition_table(rows, pairs, regions)
 
     out = aggregate_subjects(per_subject, prefix="encoding/", sd=False)

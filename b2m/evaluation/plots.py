@@ -1,4 +1,10 @@
-"""PNG figures of an evaluation (matplotlib, Agg backend: no display needed)."""
+"""Figures of an evaluation (matplotlib, Agg backend: no display needed).
+
+Every figure is written twice: `<name>.png` (150 dpi, for the report and summary) and `<name>.svg`
+beside it (vector, text kept as text: for papers and slides). Bars carry their values; a missing
+value (NaN, None) is drawn as a hatched "n/a" placeholder, never as an empty bar that reads as 0.
+Voxel maps are drawn by nilearn over the subject's anatomy (`plot_map`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from b2m.core.clips import GENRES  # noqa: E402
@@ -15,27 +22,45 @@ from b2m.core.io import atomic_path  # noqa: E402
 from b2m.evaluation.summary import CHANCE, decoding_prefixes, genre_sets  # noqa: E402
 
 
+DPI = 150
+# SVG text as text (selectable, editable), not as glyph outlines.
+matplotlib.rcParams["svg.fonttype"] = "none"
+
+
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    """`path` (PNG) and the same figure as SVG beside it."""
+    for target in (path, path.with_suffix(".svg")):
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=target.suffix[1:])
     plt.close(fig)
+
+
+def _mark_missing(ax, x: np.ndarray, values: np.ndarray, width: float) -> None:
+    """A hatched full-height placeholder with "n/a" where a value is missing."""
+    for xi in x[np.isnan(values)]:
+        ax.bar(xi, 1.0, width, color="none", edgecolor="#bbbbbb", hatch="//", linewidth=0.5)
+        ax.text(xi, 0.5, "n/a", ha="center", va="center", fontsize=7, rotation=90, color="#666666")
 
 
 def plot_bars(rows: list[tuple[str, float, float, float]], path: Path, title: str, ylabel: str,
               chance: float | None) -> None:
     """A bar per `(label, value, ci_low, ci_high)` (None: not drawn) with its interval (baselines grey),
     and a dashed chance line."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.6))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 1.5), 4.2))
     x = np.arange(len(rows))
     table = np.array([r[1:] for r in rows], dtype=float).reshape(len(rows), 3)  # None -> NaN
     values = table[:, 0]
     err = np.stack([values - table[:, 1], table[:, 2] - values])
     colours = ["#999999" if ("baseline" in r[0] or "shuffled" in r[0]) else "#4c72b0" for r in rows]
-    ax.bar(x, values, color=colours)
+    ax.bar(x, np.nan_to_num(values), color=colours)
     ax.errorbar(x, values, yerr=np.nan_to_num(np.abs(err)), fmt="none", ecolor="black", capsize=4)
+    for xi, v, high in zip(x, values, table[:, 2]):
+        if np.isfinite(v):
+            ax.text(xi, min(np.nanmax([v, high]), 0.93) + 0.02, f"{v:.2f}", ha="center", fontsize=7)
+    _mark_missing(ax, x, values, 0.8)
     if chance is not None:
         ax.axhline(chance, color="tab:red", linestyle="--", linewidth=1, label=f"chance {chance:g}")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize=8)  # outside: never over a bar
     ax.set_xticks(x, [r[0] for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
@@ -50,8 +75,10 @@ def plot_per_genre(series: dict[str, dict[str, float | None]], path: Path, title
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(GENRES))
     for i, (label, values) in enumerate(series.items()):
-        y = [np.nan if values.get(g) is None else values[g] for g in GENRES]
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, y, width, label=label)
+        y = np.array([np.nan if values.get(g) is None else values[g] for g in GENRES], dtype=float)
+        at = x + (i - (len(series) - 1) / 2) * width
+        ax.bar(at, np.nan_to_num(y), width, label=label)
+        _mark_missing(ax, at, y, width)
     if chance is not None:
         ax.axhline(chance, color="tab:red", linestyle="--", linewidth=1, label=f"chance {chance:g}")
     ax.set_xticks(x, GENRES, rotation=30, ha="right", fontsize=8)
@@ -79,21 +106,18 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
     _save(fig, path)
 
 
-def plot_slices(volume: np.ndarray, path: Path, title: str, n_slices: int = 12, limit: float | None = None) -> None:
-    """A montage of axial slices (along the third axis) of a `[X, Y, Z]` map, symmetric colour scale."""
-    volume = np.asarray(volume, dtype=float)
-    z = np.unique(np.linspace(0, volume.shape[2] - 1, min(n_slices, volume.shape[2])).round().astype(int))
-    cols = min(6, len(z))
-    rows = int(np.ceil(len(z) / cols))
-    limit = limit or float(np.nanmax(np.abs(volume))) or 1.0
-    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows + 0.4), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, k in zip(axes.ravel(), z):
-        image = ax.imshow(volume[:, :, k].T, origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_title(f"z={k}", fontsize=7)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7)
-    fig.suptitle(title, fontsize=10)
+def plot_map(image: nib.Nifti1Image, background: nib.Nifti1Image, path: Path, title: str, n_slices: int = 7) -> None:
+    """Axial slices of a voxel map over `background` (the subject's T1w or mean EPI, any grid in the same
+    space), through nilearn: symmetric colour scale, zero (outside the mask) transparent, the slices'
+    coordinates in mm and the left/right orientation marked."""
+    from nilearn import plotting
+
+    values = np.asarray(image.dataobj, dtype=float)
+    limit = float(np.nanmax(np.abs(values))) or 1.0
+    fig = plt.figure(figsize=(2.0 * n_slices, 2.6))
+    plotting.plot_stat_map(image, bg_img=background, display_mode="z", cut_coords=n_slices, figure=fig,
+                           threshold=limit * 1e-6, vmax=limit, cmap="RdBu_r", title=title, annotate=True,
+                           draw_cross=False, black_bg=False, dim=-0.3)
     _save(fig, path)
 
 

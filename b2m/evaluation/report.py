@@ -1,7 +1,8 @@
-"""The listening report: one static HTML page that opens from file:// with no server.
+"""The listening report: static HTML pages that open from file:// with no server.
 
     report/index.html
-    report/figures/*.png                       the evaluation's plots
+    report/listen.html                         the listening test (b2m.evaluation.listening)
+    report/figures/*.png, *.svg                the evaluation's plots (each PNG links to its SVG)
     report/audio/stimuli/<clip_id>.wav         the stimulus excerpt as presented (fades, RMS-normalised)
     report/audio/<kind>/<subject>/<file>       copies of retrieved / generated audio
 
@@ -25,7 +26,9 @@ from b2m.data.stimuli import StimulusSet
 from b2m.data.subjects import data_paths
 from b2m.core.runs import Run
 from b2m.reconstruction import Reconstructions
-from b2m.evaluation.summary import TABLE_METRICS, decoding_prefixes, fmt, genre_sets, with_ci
+from b2m.evaluation.listening import listening_html, listening_trials, write_listening_page
+from b2m.evaluation.summary import (SELECTION_HEADER, TABLE_METRICS, decoding_prefixes, fmt, genre_sets,
+                                    selection_rows, with_ci)
 from b2m.core.io import atomic_path, write_text
 
 STIMULUS_RATE = 22050  # GTZAN's rate
@@ -35,7 +38,7 @@ body { font-family: sans-serif; margin: 1.5em; max-width: 1200px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; font-size: 13px; vertical-align: top; }
 th { background: #f0f0f0; }
-img { max-width: 560px; margin: 4px; border: 1px solid #ddd; }
+img { max-width: 100%; height: auto; margin: 4px; border: 1px solid #ddd; }
 audio { width: 220px; height: 32px; display: block; }
 audio[data-state="missing"] { outline: 3px solid #d00; }
 .clip { border-top: 2px solid #888; margin-top: 1.2em; }
@@ -83,6 +86,15 @@ def _player(rel: str, label: str) -> str:
     return f'<div>{esc(label)}<audio controls preload="metadata" src="{esc(rel)}"></audio></div>'
 
 
+def _label(kind: str, n: int, src: Path) -> str:
+    """A player's label: the rank and track of a retrieved file (retrieval links its files to the database
+    by default, so the link's target names the track), a sample's index, or the selected candidate."""
+    name = src.resolve().stem if kind.startswith("retrieval") else src.stem
+    if kind.endswith("/brain"):
+        return f"selected: {name}"
+    return f"#{n + 1}: {name}" if kind == "retrieval" else f"sample {n}"
+
+
 def write_stimulus(stimuli: StimulusSet, clip: Clip, dest: Path) -> None:
     """The clip as presented, as 16-bit wav at `STIMULUS_RATE` Hz."""
     wave = stimuli.load_clip(clip, STIMULUS_RATE)
@@ -97,6 +109,11 @@ def metrics_tables(metrics: dict) -> list[str]:
         cells = "".join(f"<td>{esc(with_ci(metrics, f'{prefix}/{m}'))}</td>" for m in TABLE_METRICS)
         out.append(f"<tr><td>{esc(prefix)}</td>{cells}</tr>")
     out.append("</table>")
+    if selection_rows(metrics):
+        out.append("<p>Brain-guided selection (identification accuracy; the differences are paired):</p><table><tr>"
+                   + "".join(f"<th>{esc(h)}</th>" for h in SELECTION_HEADER) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in selection_rows(metrics)]
+        out.append("</table>")
     if genre_sets(metrics):
         out.append("<table><tr><th>genre classified from</th><th>accuracy</th><th>top-3</th><th>agreement</th></tr>")
         for s in genre_sets(metrics):
@@ -108,12 +125,15 @@ def metrics_tables(metrics: dict) -> list[str]:
 
 
 def write_report(folder: Path, run: Run, metrics: dict, figures: list[str], recon: dict[str, Reconstructions],
-                 decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path) -> Path:
-    """Write the report folder; returns the path of index.html."""
+                 decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path, seed: int) -> Path:
+    """Write the report folder, with the listening test listen.html when there are reconstructions
+    (`seed` draws its foils and seeds the listeners' orders); returns the path of index.html."""
     folder = Path(folder)
     chosen = None if rcfg.subjects is None else {subject_label(s) for s in rcfg.subjects}
     subjects = [s for s in run.subjects if chosen is None or s in chosen]
-    shown = {"retrieval": int(rcfg.retrieved), "generated": int(rcfg.generated)}
+    # Per kind, the files shown per clip; a selection's first and random candidates are only scored.
+    counts = {"retrieval": int(rcfg.retrieved), "generated": int(rcfg.generated)}
+    shown = {kind: counts.get(kind, 1) for kind in recon if not kind.endswith(("/first", "/random"))}
     stimuli = StimulusSet(data_paths(run.cfg.data)["stimuli"])
 
     level = f"{metrics.get('ci_level', 0.95):.0%}"
@@ -122,21 +142,28 @@ def write_report(folder: Path, run: Run, metrics: dict, figures: list[str], reco
             f"<p>Subjects: {esc(', '.join(subjects))}. Decoder: {esc(_class_name(run.cfg.get('decoder')))}; "
             f"target space: {esc(_class_name(run.cfg.target))}. Values: mean over subjects "
             f"[{esc(level)} bootstrap interval].</p>"]
-    body += metrics_tables(metrics)
+    body += metrics_tables(metrics) + listening_html(metrics)
     for name in figures:
-        _copy(eval_dir / name, folder / "figures" / name)
-        body.append(f'<img src="{esc("figures/" + name)}" alt="{esc(name)}">')
+        vector = Path(name).with_suffix(".svg").as_posix()
+        for file in (name, vector):
+            _copy(eval_dir / file, folder / "figures" / file)
+        # At its own size (wide figures stay readable); the SVG for print.
+        body.append(f'<a href="{esc("figures/" + vector)}"><img src="{esc("figures/" + name)}" alt="{esc(name)}"></a>')
 
     clips: dict[str, Clip] = {}
     for subject in subjects:
         clips.update({c.clip_id: c for c in run.test_clips(subject)})
+    # The listening test's pool: rel paths of the stimuli and of each clip's first reconstruction.
+    excerpts: dict[str, str] = {}
+    heard: dict[str, dict[str, dict[str, str]]] = {}
     for clip_id in sorted(clips):
         clip = clips[clip_id]
         rel = f"audio/stimuli/{clip_id}.wav"
         write_stimulus(stimuli, clip, folder / rel)
+        excerpts[clip_id] = rel
         body.append(f'<div class="clip"><h3>{esc(clip_id)} ({esc(clip.genre)}, {clip.start:.2f}-{clip.end:.2f} s '
                     f'of {esc(clip.track_name)})</h3>{_player(rel, "stimulus")}')
-        head = "<tr><th>subject</th><th>decoded genre</th>" + "".join(f"<th>{esc(k)}</th>" for k in recon) + "</tr>"
+        head = "<tr><th>subject</th><th>decoded genre</th>" + "".join(f"<th>{esc(k)}</th>" for k in shown) + "</tr>"
         body.append(f"<table>{head}")
         for subject in subjects:
             if clip_id not in run.subjects[subject].clip_ids:
@@ -144,18 +171,23 @@ def write_report(folder: Path, run: Run, metrics: dict, figures: list[str], reco
             genre = decoded_genres.get(subject, {}).get(clip_id)
             mark = "" if genre is None else ("right" if genre == clip.genre else "wrong")
             cells = [f"<td>{esc(subject)}</td>", f'<td class="{mark}">{esc(genre or "n/a")}</td>']
-            for kind, per_subject in recon.items():
+            for kind, n_shown in shown.items():
                 players = []
-                for n, src in enumerate(per_subject.get(subject, {}).get(clip_id, [])[:shown[kind]]):
+                for n, src in enumerate(recon[kind].get(subject, {}).get(clip_id, [])[:n_shown]):
                     rel = f"audio/{kind}/{subject}/{src.name}"
                     _copy(src, folder / rel)
-                    # Retrieval links its files to the database by default: the target names the track.
-                    label = f"#{n + 1}: {src.resolve().stem}" if kind == "retrieval" else f"sample {n}"
-                    players.append(_player(rel, label))
+                    if n == 0:
+                        heard.setdefault(kind, {}).setdefault(subject, {})[clip_id] = rel
+                    players.append(_player(rel, _label(kind, n, src)))
                 cells.append(f"<td>{''.join(players) or 'none'}</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
         body.append("</table></div>")
 
+    trials = listening_trials(heard, excerpts, seed)
+    if trials:
+        write_listening_page(folder, trials, seed, f"b2m listening test: {run.path}", int(rcfg.listening_trials))
+        body.insert(1, '<p><a href="listen.html">listening test</a>: for human listeners, which of two '
+                       'reconstructions matches an excerpt (its results: <code>evaluate.py listening=</code>)</p>')
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc('b2m listening report: ' + run.path.name)}</title><style>{STYLE}</style></head>\n"
             "<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")

@@ -7,6 +7,7 @@ from pathlib import Path
 from b2m.core.clips import GENRES
 from b2m.core.io import write_text
 from b2m.core.metrics import METRICS
+from b2m.evaluation.listening import listening_table
 
 CHANCE = {"id_acc": 0.5, "genre": 1 / len(GENRES)}
 # The columns of the decoding tables: every metric on standardised dimensions, then identification
@@ -30,9 +31,28 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def decoding_prefixes(metrics: dict) -> list[str]:
-    """The scored sets of the decoding table (`test`, baselines, reconstructions), in insertion order."""
+    """The scored sets of the decoding table (`test`, baselines, reconstructions), in insertion order;
+    the differences of brain-guided selection have their own table (`selection_rows`)."""
     return [k[: -len("/id_acc")] for k in metrics
-            if k.endswith("/id_acc") and not k.startswith(("sub-", "genre/", "logo/", "encoding/"))]
+            if k.endswith("/id_acc") and not k.startswith(("sub-", "genre/", "logo/", "encoding/"))
+            and "/brain_minus_" not in k]
+
+
+SELECTION_HEADER = ["reconstruction", "selected (brain)", "first", "random", "selected - first",
+                    "selected - random"]
+
+
+def selection_rows(metrics: dict) -> list[list[str]]:
+    """id_acc of brain-selected, first and random candidates and the paired differences, per kind and space."""
+    rows = []
+    for key in metrics:
+        kind, found, space = key.partition("/brain_minus_first/")
+        if found and space.endswith("/id_acc") and not key.startswith("sub-"):
+            space = space[: -len("/id_acc")]
+            rows.append([f"{kind}/{space}"] + [with_ci(metrics, f"{kind}/{c}/{space}/id_acc")
+                                               for c in ("brain", "first", "random")]
+                        + [with_ci(metrics, f"{kind}/brain_minus_{c}/{space}/id_acc") for c in ("first", "random")])
+    return rows
 
 
 def genre_sets(metrics: dict) -> list[str]:
@@ -52,6 +72,13 @@ def summary_lines(metrics: dict, figures: list[str], notes: list[str]) -> list[s
     lines += ["Scores that correlate embeddings are computed on dimensions standardised with the training "
               "clips' mean and sd; `id_acc_raw` identifies on the raw vectors.", ""]
     lines += table(["set"] + list(TABLE_METRICS), rows)
+    if selection_rows(metrics):
+        lines += ["", "## Brain-guided selection", "",
+                  "Identification accuracy of the candidate whose BOLD, predicted by an encoding model fitted on "
+                  "the training runs, best matches the measured test BOLD, beside the first candidate (the "
+                  "decoder's nearest file, or sample 0) and a random one; the differences are paired (same "
+                  "bootstrap draws of clips).", ""]
+        lines += table(SELECTION_HEADER, selection_rows(metrics))
     if genre_sets(metrics):
         lines += ["", "## Genre class agreement", "",
                   "A logistic regression trained on the true embeddings of the training clips classifies the "
@@ -60,6 +87,13 @@ def summary_lines(metrics: dict, figures: list[str], notes: list[str]) -> list[s
         rows = [[s, with_ci(metrics, f"genre/{s}/acc"), fmt(metrics.get(f"genre/{s}/top3")),
                  fmt(metrics.get(f"genre/{s}/agreement"))] for s in genre_sets(metrics)]
         lines += table(["set", "accuracy", "top-3", "agreement"], rows)
+    header, rows = listening_table(metrics)
+    if rows:
+        lines += ["", "## Human identification (listening test)", "",
+                  f"Two-alternative forced choice (report/listen.html): the share of trials in which listeners "
+                  f"picked the excerpt's reconstruction over another clip's (chance 0.5), with {level:.0%} exact "
+                  f"binomial intervals over trials; {metrics.get('listening/n_listeners')} listener(s).", ""]
+        lines += table(header, rows)
     if any(k.startswith("logo/") for k in metrics):
         lines += ["", "## Leave one genre out", "",
                   "Identification of each held-out genre's test clips among themselves (`within`) and among all "
@@ -76,7 +110,8 @@ def summary_lines(metrics: dict, figures: list[str], notes: list[str]) -> list[s
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     if figures:
-        lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
+        lines += ["", "## Figures", "", "Each PNG has a vector copy beside it (`.svg`, for papers).", ""]
+        lines += [f"![{name}]({name})" for name in figures]
     return lines
 
 

@@ -4,7 +4,8 @@ Writes a folder `.<name>.partial` beside `out_dir` and renames it onto `out_dir`
 failed or killed evaluation leaves the previous one, or nothing). `out_dir` holds:
   metrics.json   decoding metrics per subject and across subjects with bootstrap 95% intervals and
                  baselines; reconstruction metrics (retrieved / generated audio) in audio spaces; genre
-                 class agreement; leave-one-genre-out; encoding-model summaries (when enabled)
+                 class agreement; leave-one-genre-out; encoding-model summaries (when enabled); human
+                 identification accuracy of a listening test (when `listening` names its results)
   *.png          metrics with intervals, per genre, confusion matrices
   summary.md     the tables in Markdown
   report/        the listening report (index.html), when `report.enabled`
@@ -28,9 +29,11 @@ from b2m.jobs import tracking
 from b2m.evaluation.decoding import decoding_sets, score_sets
 from b2m.evaluation.encoding import encoding_analysis
 from b2m.evaluation.genre import genre_section
+from b2m.evaluation.listening import read_listening
 from b2m.evaluation.logo import logo_section
 from b2m.evaluation.plots import write_figures
-from b2m.evaluation.reconstruction import read_reconstructions, reconstruction_sets, reconstruction_space
+from b2m.evaluation.reconstruction import (read_reconstructions, reconstruction_sets, reconstruction_space,
+                                           selection_differences)
 from b2m.evaluation.report import write_report
 from b2m.evaluation.summary import write_summary
 
@@ -52,13 +55,15 @@ def evaluate(cfg: DictConfig) -> dict:
     if any(s not in run.subjects for s in shown):
         raise B2MError(f"config: report.subjects: {[s for s in shown if s not in run.subjects][0]} is not a subject "
                        f"of {run.path} (it has {', '.join(run.subjects)})")
+    # Listening-test results are read now: a bad file is an error before anything is written.
+    listening = read_listening(Path(str(cfg.listening)), float(cfg.ci_level)) if cfg.listening else {}
     recon = read_reconstructions(cfg, run)
     if work.exists():  # left by a killed evaluation
         shutil.rmtree(work)
     spaces = {name: reconstruction_space(name, run) for name in cfg.spaces} if recon else {}
 
     try:
-        metrics = _write(cfg, run, recon, spaces, work)
+        metrics = _write(cfg, run, recon, spaces, listening, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -68,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _write(cfg: DictConfig, run, recon: dict, spaces: dict, out_dir: Path) -> dict:
+def _write(cfg: DictConfig, run, recon: dict, spaces: dict, listening: dict, out_dir: Path) -> dict:
     """Everything the evaluation writes, into `out_dir`; returns the metrics."""
     seed, n_boot, level = int(cfg.seed), int(cfg.n_boot), float(cfg.ci_level)
     sets = decoding_sets(run, seed)
@@ -76,7 +81,7 @@ def _write(cfg: DictConfig, run, recon: dict, spaces: dict, out_dir: Path) -> di
     for subject, extra in recon_sets.items():
         sets[subject].update(extra)
     metrics: dict = {"n_test_clips": len(next(iter(run.subjects.values())).clip_ids), "n_boot": n_boot,
-                     "ci_level": level, **score_sets(sets, n_boot, seed, level)}
+                     "ci_level": level, **score_sets(sets, n_boot, seed, level, selection_differences(recon_sets))}
     notes: list[str] = []
     decoded_genres: dict[str, dict[str, str]] = {}
     if cfg.genre:
@@ -88,6 +93,7 @@ def _write(cfg: DictConfig, run, recon: dict, spaces: dict, out_dir: Path) -> di
         notes.append(note)
     if cfg.encoding.enabled:
         metrics.update(encoding_analysis(run.cfg.data, cfg.encoding, out_dir / "encoding", seed))
+    metrics.update(listening)
     # Strict JSON: an undefined value (e.g. an interval with no finite resample) is null, not NaN.
     metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
     write_json(out_dir / "metrics.json", metrics)
@@ -95,5 +101,5 @@ def _write(cfg: DictConfig, run, recon: dict, spaces: dict, out_dir: Path) -> di
     figures = write_figures(metrics, out_dir)
     write_summary(out_dir / "summary.md", metrics, figures, notes)
     if cfg.report.enabled:
-        write_report(out_dir / "report", run, metrics, figures, recon, decoded_genres, cfg.report, out_dir)
+        write_report(out_dir / "report", run, metrics, figures, recon, decoded_genres, cfg.report, out_dir, seed)
     return metrics

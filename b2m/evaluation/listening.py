@@ -1,0 +1,357 @@
+"""A two-alternative forced-choice (2AFC) listening test of the reconstructions, and its results.
+
+    report/listen.html                  the test: one static page beside index.html, offline, from file://
+    listening_<listener>_<time>.json    what a listener's browser downloads at the end of a session
+
+A trial plays a stimulus excerpt, then two clips, A and B: the reconstruction of that excerpt (by one
+subject and method) and the same subject's and method's reconstruction of another test clip (the
+foil); the listener says which one matches the excerpt (chance 0.5). A session is `n_per_session`
+trials of the pool, the methods interleaved and balanced; which trials, their order and the A/B
+positions come from a PRNG seeded by the page's seed and the listener ID, so every listener gets their
+own order and each can be reproduced. `read_listening` scores a folder of downloaded results: the
+share of trials answered right per method (over all subjects, and per subject), with the exact
+(Clopper-Pearson) binomial interval over trials.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+from b2m.core.errors import B2MError
+from b2m.core.io import read_text, write_text
+
+FORMAT = "b2m-listening/1"
+POSITIONS = ("A", "B")
+# What every trial of a result file holds (the page writes them); correctness is recomputed from the
+# last two, never read from the file.
+TRIAL_KEYS = ("index", "subject", "method", "clip_id", "foil_clip_id", "target_position", "choice", "response_ms")
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; max-width: 900px; }
+[hidden] { display: none !important; }
+audio { width: 320px; display: block; margin: 4px 0 8px 0; }
+.pair { display: flex; gap: 3em; }
+button { font-size: 15px; padding: 6px 14px; }
+#progress { font-weight: bold; }
+#results { width: 100%; height: 8em; font-size: 11px; }
+"""
+
+# The test itself. The pool and settings come from the JSON element `listening-data`.
+SCRIPT = """
+(function () {
+  'use strict';
+  var data = JSON.parse(document.getElementById('listening-data').textContent);
+  var session = null, answers = [], result = null, listener = '', started = '', shownAt = 0;
+
+  function byId(id) { return document.getElementById(id); }
+  // FNV-1a: the PRNG's seed from the page's seed and the listener ID.
+  function hash(text) {
+    var h = 2166136261;
+    for (var i = 0; i < text.length; i++) { h ^= text.charCodeAt(i); h = Math.imul(h, 16777619); }
+    return h >>> 0;
+  }
+  function mulberry32(a) {
+    return function () {
+      a = (a + 0x6D2B79F5) | 0;
+      var t = Math.imul(a ^ (a >>> 15), 1 | a);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+  function shuffle(items, rand) {
+    for (var i = items.length - 1; i > 0; i--) {
+      var j = Math.floor(rand() * (i + 1)), t = items[i];
+      items[i] = items[j]; items[j] = t;
+    }
+    return items;
+  }
+  // The session: each method's trials shuffled, then one of every method per round (in a fresh
+  // order each round), so the methods alternate and their counts differ by at most one; the target
+  // is A in half of the trials.
+  function draw(rand) {
+    var groups = new Map();
+    data.trials.forEach(function (t) {
+      if (!groups.has(t.method)) { groups.set(t.method, []); }
+      groups.get(t.method).push(t);
+    });
+    var lists = Array.from(groups.values()).map(function (l) { return shuffle(l.slice(), rand); });
+    var n = Math.min(data.n_per_session, data.trials.length), picked = [];
+    for (var round = 0; picked.length < n; round++) {
+      shuffle(lists.filter(function (l) { return round < l.length; }), rand).forEach(function (l) {
+        if (picked.length < n) { picked.push(l[round]); }
+      });
+    }
+    var positions = shuffle(picked.map(function (_, i) { return i % 2 ? 'A' : 'B'; }), rand);
+    return picked.map(function (t, i) { return {trial: t, target: positions[i]}; });
+  }
+  function url(rel) { return rel.split('/').map(encodeURIComponent).join('/'); }
+  function play(id, rel) { var a = byId(id); a.pause(); a.src = url(rel); }
+  function show(i) {
+    var s = session[i], el = byId('trial');
+    el.dataset.index = i;
+    el.dataset.subject = s.trial.subject;
+    el.dataset.method = s.trial.method;
+    el.dataset.clipId = s.trial.clip_id;
+    el.dataset.targetPosition = s.target;
+    byId('progress').textContent = 'trial ' + (i + 1) + ' of ' + session.length;
+    play('excerpt', s.trial.excerpt);
+    play('audio-A', s.target === 'A' ? s.trial.target : s.trial.foil);
+    play('audio-B', s.target === 'B' ? s.trial.target : s.trial.foil);
+    shownAt = performance.now();
+  }
+  function start(event) {
+    event.preventDefault();
+    listener = byId('listener').value.trim();
+    if (!listener) { byId('message').textContent = 'Enter your listener ID first.'; return; }
+    session = draw(mulberry32(hash(String(data.seed) + ':' + listener)));
+    started = new Date().toISOString();
+    byId('intro').hidden = true;
+    byId('trial').hidden = false;
+    show(0);
+  }
+  function choose(choice) {
+    if (session === null || answers.length >= session.length) { return; }
+    var i = answers.length, s = session[i];
+    answers.push({index: i, subject: s.trial.subject, method: s.trial.method, clip_id: s.trial.clip_id,
+                  foil_clip_id: s.trial.foil_clip_id, target_position: s.target, choice: choice,
+                  response_ms: Math.round(performance.now() - shownAt)});
+    if (answers.length < session.length) { show(answers.length); } else { finish(); }
+  }
+  function finish() {
+    ['excerpt', 'audio-A', 'audio-B'].forEach(function (id) { byId(id).pause(); });
+    result = {format: data.format, page: data.title, seed: data.seed, listener: listener, started: started,
+              finished: new Date().toISOString(), trials: answers};
+    byId('trial').hidden = true;
+    byId('done').hidden = false;
+    byId('results').value = JSON.stringify(result);
+  }
+  function download() {
+    var link = document.createElement('a');
+    link.href = URL.createObjectURL(new Blob([JSON.stringify(result, null, 1)], {type: 'application/json'}));
+    link.download = 'listening_' + listener.replace(/[^A-Za-z0-9_-]+/g, '_') + '_' +
+                    result.finished.replace(/[:.]/g, '-') + '.json';
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    // Revoked later: the browser reads the blob after the click returns.
+    setTimeout(function () { URL.revokeObjectURL(link.href); }, 60000);
+  }
+  byId('intro').addEventListener('submit', start);
+  byId('choose-A').addEventListener('click', function () { choose('A'); });
+  byId('choose-B').addEventListener('click', function () { choose('B'); });
+  byId('download').addEventListener('click', download);
+  byId('start').disabled = false;
+})();
+"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def embedded_json(obj) -> str:
+    """`obj` as JSON that is safe as the text of a <script> element: `<`, `>` and `&` (which can only
+    occur inside strings) as \\u escapes, so no string can close the element or start a comment."""
+    text = json.dumps(obj, ensure_ascii=True)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def listening_trials(heard: dict[str, dict[str, dict[str, str]]], excerpts: dict[str, str], seed: int) -> list[dict]:
+    """The pool of trials from `heard[method][subject][clip_id]` (the rel path of that clip's first
+    reconstruction) and `excerpts[clip_id]` (the rel path of its stimulus): one trial per method,
+    subject and clip (methods in `heard`'s order, subjects and clips sorted), whose foil is the same
+    subject's and method's reconstruction of another clip, drawn with numpy's Generator seeded by
+    `seed`. A foil that is the target's own file is never drawn (retrieval can return one track for two
+    clips: A and B would be the same sound); a clip with no other file gets no trial."""
+    rng = np.random.default_rng(seed)
+    trials = []
+    for method, per_subject in heard.items():
+        for subject in sorted(per_subject):
+            files = per_subject[subject]
+            for clip_id in sorted(files):
+                others = [c for c in sorted(files) if c != clip_id and files[c] != files[clip_id]]
+                if not others:
+                    continue
+                foil = others[int(rng.integers(len(others)))]
+                trials.append({"subject": subject, "method": method, "clip_id": clip_id,
+                               "excerpt": excerpts[clip_id], "target": files[clip_id], "foil": files[foil],
+                               "foil_clip_id": foil})
+    return trials
+
+
+def write_listening_page(folder: Path, trials: list[dict], seed: int, title: str, n_per_session: int) -> Path:
+    """Write `folder/listen.html`, the test over the pool `trials` (see `listening_trials`; its paths
+    relative to `folder`) with sessions of `n_per_session` trials; returns its path."""
+    n = min(n_per_session, len(trials))
+    data = {"format": FORMAT, "title": title, "seed": seed, "n_per_session": n_per_session, "trials": trials}
+    body = [
+        f"<h1>{esc(title)}</h1>",
+        "<noscript><p>This test needs JavaScript.</p></noscript>",
+        '<form id="intro">',
+        f"<p>Each of the {n} trials plays a music excerpt and two clips, A and B. One of them was "
+        "reconstructed from the brain activity of a person who listened to this excerpt, the other from a "
+        "different excerpt. Listen to all three (as often as you like) and choose the clip that matches the "
+        "excerpt. If unsure, guess. At the end, download your results and send the file back.</p>",
+        '<label>Listener ID <input id="listener" autocomplete="off"></label> '
+        '<button id="start" type="submit" disabled>Start</button> <span id="message"></span>',
+        "</form>",
+        '<section id="trial" hidden>',
+        '<p id="progress"></p>',
+        '<h2>Excerpt</h2><audio id="excerpt" controls preload="auto"></audio>',
+        '<div class="pair">',
+        '<div><h2>A</h2><audio id="audio-A" controls preload="auto"></audio>'
+        '<button id="choose-A" type="button">A matches the excerpt</button></div>',
+        '<div><h2>B</h2><audio id="audio-B" controls preload="auto"></audio>'
+        '<button id="choose-B" type="button">B matches the excerpt</button></div>',
+        "</div></section>",
+        '<section id="done" hidden>',
+        "<p>Done, thank you. Download your results and send the file back.</p>",
+        '<button id="download" type="button">Download results</button>',
+        "<p>If the download does not start, copy this text into a file named listening_&lt;your ID&gt;.json:</p>",
+        '<textarea id="results" readonly></textarea>',
+        "</section>",
+    ]
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body)
+            + f'\n<script type="application/json" id="listening-data">{embedded_json(data)}</script>'
+            + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+    write_text(Path(folder) / "listen.html", page)
+    return Path(folder) / "listen.html"
+
+
+# ----------------------------------------------------------------- results
+def read_listening(folder: Path, level: float) -> dict[str, float | int]:
+    """Score the result files `folder/*.json` (hidden files skipped) at confidence `level`.
+
+    Returns `listening/n_listeners` (distinct listener IDs), per method `listening/<method>/accuracy`
+    (share of trials whose choice was the target's position), `.../accuracy_ci_low`,
+    `.../accuracy_ci_high` (exact Clopper-Pearson interval), `.../n_trials` and `.../n_listeners`, and per
+    subject `<subject>/listening/<method>/accuracy` (with its interval and `n_trials`). A missing or
+    empty folder, a file that is not a valid result and two copies of one session are B2MErrors.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise B2MError(f"{folder}: listening: {'not a folder' if folder.exists() else 'folder not found'} "
+                       f"(expected a folder of listening-test result files)")
+    files = sorted(p for p in folder.glob("*.json") if not p.name.startswith(".") and p.is_file())
+    if not files:
+        raise B2MError(f"{folder}: listening: no result files (*.json) in this folder")
+    sessions: dict[tuple[str, str], Path] = {}
+    rows = []  # (listener, subject, method, right)
+    for path in files:
+        result = _read_result(path)
+        key = (result["listener"], result["started"])
+        if key in sessions:
+            raise B2MError(f"{path}: the same session as {sessions[key].name} (listener {key[0]!r}, started "
+                           f"{key[1]}); keep one copy")
+        sessions[key] = path
+        rows += [(result["listener"], t["subject"], t["method"], t["choice"] == t["target_position"])
+                 for t in result["trials"]]
+
+    metrics: dict[str, float | int] = {"listening/n_listeners": len({r[0] for r in rows})}
+    methods = sorted({r[2] for r in rows})
+    for method in methods:
+        mine = [r for r in rows if r[2] == method]
+        metrics.update(_scores(f"listening/{method}", [r[3] for r in mine], level))
+        metrics[f"listening/{method}/n_listeners"] = len({r[0] for r in mine})
+    for subject in sorted({r[1] for r in rows}):
+        for method in methods:
+            mine = [r[3] for r in rows if r[1] == subject and r[2] == method]
+            if mine:
+                metrics.update(_scores(f"{subject}/listening/{method}", mine, level))
+    return metrics
+
+
+def _scores(prefix: str, right: list[bool], level: float) -> dict[str, float | int]:
+    k, n = sum(right), len(right)
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return {f"{prefix}/accuracy": k / n, f"{prefix}/accuracy_ci_low": float(ci.low),
+            f"{prefix}/accuracy_ci_high": float(ci.high), f"{prefix}/n_trials": n}
+
+
+def _read_result(path: Path) -> dict:
+    """One result file, checked; a B2MError naming the file (and trial) and what is wrong."""
+    try:
+        result = json.loads(read_text(path, "listening-test result file"))
+    except json.JSONDecodeError as err:
+        raise B2MError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    got = result.get("format") if isinstance(result, dict) else type(result).__name__
+    if got != FORMAT:
+        raise B2MError(f"{path}: not a listening-test result (format {got!r}, expected {FORMAT!r}, as "
+                       f"report/listen.html writes)")
+    for key in ("listener", "started"):
+        if not isinstance(result.get(key), str) or not result[key]:
+            raise B2MError(f"{path}: {key} must be a non-empty string, got {result.get(key)!r}")
+    trials = result.get("trials")
+    if not isinstance(trials, list) or not trials:
+        raise B2MError(f"{path}: trials must be a non-empty list, got {trials!r:.60}")
+    for i, trial in enumerate(trials):
+        _check_trial(f"{path}: trials[{i}]", trial)
+    return result
+
+
+def _check_trial(where: str, trial) -> None:
+    if not isinstance(trial, dict):
+        raise B2MError(f"{where}: expected an object, got {trial!r:.60}")
+    missing = [k for k in TRIAL_KEYS if k not in trial]
+    if missing:
+        raise B2MError(f"{where}: missing {', '.join(missing)}")
+    for key in ("subject", "method", "clip_id", "foil_clip_id"):
+        if not isinstance(trial[key], str) or not trial[key]:
+            raise B2MError(f"{where}: {key} must be a non-empty string, got {trial[key]!r:.60}")
+    # The subject starts the per-subject metric keys (`<subject>/listening/...`): one path segment.
+    if "/" in trial["subject"]:
+        raise B2MError(f"{where}: subject must not contain '/', got {trial['subject']!r:.60}")
+    for key in ("target_position", "choice"):
+        if trial[key] not in POSITIONS:
+            raise B2MError(f"{where}: {key} must be 'A' or 'B', got {trial[key]!r:.60}")
+    if not isinstance(trial["index"], int) or isinstance(trial["index"], bool):
+        raise B2MError(f"{where}: index must be an integer, got {trial['index']!r:.60}")
+    ms = trial["response_ms"]
+    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not 0 <= ms < float("inf"):
+        raise B2MError(f"{where}: response_ms must be a number >= 0, got {ms!r:.60}")
+
+
+# ----------------------------------------------------------------- tables
+def listening_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The human-identification table as text: header and rows, one per method over all subjects,
+    then one per subject and method; no rows when `metrics` has no listening keys."""
+    header = ["method", "subjects", "accuracy", "trials", "listeners"]
+    rows = []
+    for key in metrics:
+        if key.startswith("listening/") and key.endswith("/accuracy"):
+            prefix = key[: -len("/accuracy")]
+            rows.append([prefix[len("listening/"):], "all", _with_ci(metrics, prefix),
+                         str(metrics[f"{prefix}/n_trials"]), str(metrics[f"{prefix}/n_listeners"])])
+    for key in metrics:
+        subject, sep, rest = key.partition("/listening/")
+        if sep and rest.endswith("/accuracy"):
+            prefix = key[: -len("/accuracy")]
+            rows.append([rest[: -len("/accuracy")], subject, _with_ci(metrics, prefix),
+                         str(metrics[f"{prefix}/n_trials"]), ""])
+    return header, rows
+
+
+def _with_ci(metrics: dict, prefix: str) -> str:
+    acc, low, high = (metrics.get(f"{prefix}/accuracy{s}") for s in ("", "_ci_low", "_ci_high"))
+    return f"{acc:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def listening_html(metrics: dict) -> list[str]:
+    """The human-identification section of index.html (nothing without listening metrics)."""
+    header, rows = listening_table(metrics)
+    if not rows:
+        return []
+    level = f"{metrics.get('ci_level', 0.95):.0%}"
+    out = ["<h2>Human identification (listening test)</h2>",
+           f"<p>Two-alternative forced choice: the share of trials in which listeners picked the excerpt's "
+           f"reconstruction over another clip's (chance 0.5) [{esc(level)} exact binomial interval over "
+           f"trials]; {esc(metrics.get('listening/n_listeners'))} listener(s).</p>",
+           "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+    return out + ["</table>"]

@@ -1,0 +1,359 @@
+"""The 2AFC listening test: its pool, its page (clicked through in a real headless chromium, driven by
+selenium through Debian's chromedriver), and the ingestion of the results it downloads."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from scipy.stats import binomtest
+
+from b2m.core.config import compose
+from b2m.core.errors import B2MError
+from b2m.evaluation.listening import FORMAT, listening_trials, read_listening, write_listening_page
+from b2m.jobs.evaluate import evaluate
+from test_evaluation import run_cli, write_recon
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # the dev extra brings it
+    webdriver = None
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(
+    webdriver is None or CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs selenium (pip install -e '.[dev]'), chromium and chromedriver (apt-get install chromium "
+           "chromium-driver); CI installs them")
+SESSION = 10  # trials per listener session in the browser test
+
+
+def trial(subject: str, method: str, target: str, choice: str, **extra) -> dict:
+    return {"index": 0, "subject": subject, "method": method, "clip_id": "blues.00000_0", "foil_clip_id": "x",
+            "target_position": target, "choice": choice, "response_ms": 1200, **extra}
+
+
+def write_result(folder: Path, name: str, listener: str, trials: list[dict], **extra) -> Path:
+    """A result file as listen.html downloads it."""
+    doc = {"format": FORMAT, "page": "b2m listening test: run", "seed": 0, "listener": listener,
+           "started": f"2024-05-01T10:00:00.000Z {name}", "finished": "2024-05-01T10:20:00.000Z",
+           "trials": [{**t, "index": i} for i, t in enumerate(trials)], **extra}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(doc))
+    return folder / name
+
+
+# ----------------------------------------------------------------- the pool and the page
+def test_foils_are_other_clips_of_the_same_subject_and_method_drawn_reproducibly():
+    heard = {m: {s: {f"c{i}": f"audio/{m}/{s}/c{i}.wav" for i in range(6)} for s in ("sub-001", "sub-002")}
+             for m in ("retrieval", "generated/brain")}
+    excerpts = {f"c{i}": f"audio/stimuli/c{i}.wav" for i in range(6)}
+    pool = listening_trials(heard, excerpts, seed=3)
+    assert len(pool) == 2 * 2 * 6
+    assert [t["method"] for t in pool[:12]] == ["retrieval"] * 12  # methods in the mapping's order
+    for t in pool:
+        assert t["foil_clip_id"] != t["clip_id"]
+        assert t["foil"] == heard[t["method"]][t["subject"]][t["foil_clip_id"]]
+        assert t["target"] == heard[t["method"]][t["subject"]][t["clip_id"]]
+        assert t["excerpt"] == excerpts[t["clip_id"]]
+    assert listening_trials(heard, excerpts, seed=3) == pool
+    assert [t["foil"] for t in listening_trials(heard, excerpts, seed=4)] != [t["foil"] for t in pool]
+    # Retrieval may return one file for two clips: that file is never the foil of either.
+    same = {"retrieval": {"sub-001": {"a": "audio/r/x.wav", "b": "audio/r/x.wav", "c": "audio/r/y.wav"}}}
+    pool = listening_trials(same, {c: f"{c}.wav" for c in "abc"}, seed=0)
+    assert all(t["foil"] != t["target"] for t in pool)
+    assert {t["clip_id"]: t["foil_clip_id"] for t in pool} == {"a": "c", "b": "c", "c": pool[2]["foil_clip_id"]}
+
+
+class Scripts(html.parser.HTMLParser):
+    """The text of each <script> element by id, and the page's visible text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: dict[str, str] = {}
+        self.text, self._script = "", None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self._script = dict(attrs).get("id", "")
+            self.scripts[self._script] = ""
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._script = None
+
+    def handle_data(self, data):
+        if self._script is None:
+            self.text += data
+        else:
+            self.scripts[self._script] += data
+
+
+def pool_text(page: Path) -> str:
+    parsed = Scripts()
+    parsed.feed(page.read_text())
+    return parsed.scripts["listening-data"]
+
+
+def markup_page(tmp_path: Path) -> tuple[Path, list[dict], str]:
+    title = "run <i>x</i></script><script>alert(1)</script> & co"
+    clips = {c: f"audio/generated/sub-001/{c}.wav" for c in ("a</script><i>b", "c&d", "é\u2028")}
+    pool = listening_trials({"generated": {"sub-001": clips}}, {c: f"audio/stimuli/{c}.wav" for c in clips}, 0)
+    return write_listening_page(tmp_path, pool, seed=7, title=title, n_per_session=2), pool, title
+
+
+def test_the_page_embeds_its_pool_safely(tmp_path):
+    page, pool, title = markup_page(tmp_path)
+    text = page.read_text()
+    assert "<i>" not in text and text.count("</script>") == 2
+    parsed = Scripts()
+    parsed.feed(text)
+    assert set(parsed.scripts) == {"listening-data", ""}
+    data = json.loads(parsed.scripts["listening-data"])
+    assert data == {"format": FORMAT, "title": title, "seed": 7, "n_per_session": 2, "trials": pool}
+    assert title in parsed.text and "Each of the 2 trials" in parsed.text
+    assert "http" not in text  # nothing from a network
+
+
+# ----------------------------------------------------------------- reading results
+def test_results_are_scored_from_choices_with_exact_intervals(tmp_path):
+    folder = tmp_path / "results"
+    # Listener 1: retrieval 3 of 4 right (one trial claims `correct` falsely), generated 1 of 2.
+    write_result(folder, "listening_ann.json", "ann", [
+        trial("sub-001", "retrieval", "A", "A"), trial("sub-001", "retrieval", "B", "B"),
+        trial("sub-002", "retrieval", "A", "A"), trial("sub-002", "retrieval", "A", "B", correct=True),
+        trial("sub-001", "generated", "B", "A", correct=True), trial("sub-001", "generated", "B", "B")])
+    # Listener 2 (two sessions): retrieval 1 of 2.
+    write_result(folder, "listening_bob_1.json", "bob", [trial("sub-001", "retrieval", "A", "B")])
+    write_result(folder, "listening_bob_2.json", "bob", [trial("sub-001", "retrieval", "B", "B")])
+    # Neither hidden files nor other files nor sub-folders are read.
+    (folder / ".listening_ann.json").write_text("junk")
+    (folder / "notes.txt").write_text("junk")
+    write_result(folder / "old", "listening_old.json", "old", [trial("sub-001", "retrieval", "A", "A")])
+
+    m = read_listening(folder, 0.9)
+    assert m["listening/n_listeners"] == 2
+
+    def expect(prefix: str, k: int, n: int) -> None:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
+        assert m[f"{prefix}/accuracy"] == pytest.approx(k / n)
+        assert (m[f"{prefix}/accuracy_ci_low"], m[f"{prefix}/accuracy_ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert m[f"{prefix}/n_trials"] == n
+
+    expect("listening/retrieval", 4, 6)
+    expect("listening/generated", 1, 2)
+    expect("sub-001/listening/retrieval", 3, 4)
+    expect("sub-002/listening/retrieval", 1, 2)
+    expect("sub-001/listening/generated", 1, 2)
+    assert m["listening/retrieval/n_listeners"] == 2 and m["listening/generated/n_listeners"] == 1
+    assert "sub-002/listening/generated/accuracy" not in m
+    assert all(isinstance(m[k], int) for k in m if k.endswith(("n_trials", "n_listeners")))
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("{", r"not valid JSON"),
+    ({"format": "b2m-listening/2"}, r"not a listening-test result \(format 'b2m-listening/2'"),
+    ([], r"not a listening-test result \(format 'list'"),
+    ({"listener": ""}, r"listener must be a non-empty string"),
+    ({"trials": []}, r"trials must be a non-empty list"),
+    ({"trials": [trial("sub-001", "retrieval", "A", "C")]}, r"trials\[0\]: choice must be 'A' or 'B', got 'C'"),
+    ({"trials": [trial("sub-001", "retrieval", "a", "A")]}, r"trials\[0\]: target_position must be 'A' or 'B'"),
+    ({"trials": [{"subject": "sub-001"}]}, r"trials\[0\]: missing index, method, clip_id"),
+    ({"trials": [trial("sub-001", "retrieval", "A", "A", response_ms="fast")]},
+     r"trials\[0\]: response_ms must be a number"),
+    ({"trials": [trial("sub/1", "retrieval", "A", "A")]}, r"trials\[0\]: subject must not contain '/'"),
+])
+def test_a_bad_result_file_is_an_error_naming_it(tmp_path, fault, message):
+    folder = tmp_path / "results"
+    write_result(folder, "good.json", "ann", [trial("sub-001", "retrieval", "A", "A")])
+    if isinstance(fault, str):
+        (folder / "bad.json").write_text(fault)
+    elif isinstance(fault, list):
+        (folder / "bad.json").write_text(json.dumps(fault))
+    else:
+        write_result(folder, "bad.json", "bob", [trial("sub-001", "retrieval", "A", "A")])
+        doc = {**json.loads((folder / "bad.json").read_text()), **fault}
+        (folder / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(B2MError, match=rf"^{folder / 'bad.json'}: {message}"):
+        read_listening(folder, 0.95)
+
+
+def test_missing_empty_and_duplicated_results_are_errors(tmp_path):
+    with pytest.raises(B2MError, match=rf"^{tmp_path / 'none'}: listening: folder not found"):
+        read_listening(tmp_path / "none", 0.95)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".hidden.json").write_text("{}")
+    with pytest.raises(B2MError, match=rf"^{tmp_path / 'empty'}: listening: no result files"):
+        read_listening(tmp_path / "empty", 0.95)
+    path = write_result(tmp_path / "dup", "a.json", "ann", [trial("sub-001", "retrieval", "A", "A")])
+    shutil.copyfile(path, tmp_path / "dup" / "b.json")
+    with pytest.raises(B2MError, match=rf"^{tmp_path / 'dup' / 'b.json'}: the same session as a.json"):
+        read_listening(tmp_path / "dup", 0.95)
+
+
+# ----------------------------------------------------------------- the job
+@pytest.fixture(scope="module")
+def evaluated(tuned_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    """An evaluation with retrieved and generated audio (its report holds listen.html), and the
+    overrides that evaluate the run again."""
+    tmp = tmp_path_factory.mktemp("listening")
+    retrieval = write_recon(tuned_run, tmp / "retr", "retrieval", stimulus=True)
+    generated = write_recon(tuned_run, tmp / "gen", "generated", stimulus=False)
+    base = [f"run={tuned_run}", "n_boot=20", "logo=false", "genre=false", "wandb=false"]
+    evaluate(compose("evaluate", [*base, f"out_dir={tmp / 'ev'}", f"retrieval={retrieval}",
+                                  f"generated={generated}", "report.retrieved=1", "report.generated=1",
+                                  f"report.listening_trials={SESSION}"]))
+    return tmp / "ev", base
+
+
+def test_the_report_links_its_listening_test(evaluated):
+    report = evaluated[0] / "report"
+    assert '<a href="listen.html">listening test</a>' in (report / "index.html").read_text()
+    data = json.loads(pool_text(report / "listen.html"))
+    assert data["n_per_session"] == SESSION and len(data["trials"]) == 2 * 20  # sub-001's 20 clips, 2 methods
+    for t in data["trials"]:
+        for key in ("excerpt", "target", "foil"):
+            assert (report / t[key]).is_file() and not t[key].startswith(("/", "."))
+        assert Path(t["target"]).name == f"{t['clip_id']}_0.wav"
+        assert Path(t["foil"]).name == f"{t['foil_clip_id']}_0.wav"
+
+
+def test_bad_listening_input_stops_the_job_before_it_writes(tuned_run, tmp_path):
+    out = tmp_path / "ev"
+    with pytest.raises(B2MError, match="report.listening_trials must be an integer >= 1"):
+        evaluate(compose("evaluate", [f"run={tuned_run}", f"out_dir={out}", "report.listening_trials=0"]))
+    with pytest.raises(B2MError, match=rf"^{tmp_path / 'none'}: listening: folder not found"):
+        evaluate(compose("evaluate", [f"run={tuned_run}", f"out_dir={out}", f"listening={tmp_path / 'none'}"]))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "listening_ann.json").write_text('{"format": "b2m-listening/1", "listener": "ann"')
+    res = run_cli(f"run={tuned_run}", f"out_dir={out}", f"listening={tmp_path / 'results'}")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(f"error: {tmp_path / 'results' / 'listening_ann.json'}: not valid JSON")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no out_dir, no .ev.partial
+
+
+# ----------------------------------------------------------------- in the browser
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless chromium under selenium; downloads go to the folder `browser.downloads`. Nothing is
+    fetched: the driver and the browser are Debian's, given by path (selenium-manager is never asked)."""
+    downloads = tmp_path_factory.mktemp("downloads")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1200,1000"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    yield driver
+    driver.quit()
+
+
+def start(driver, page: Path, listener: str) -> None:
+    driver.get(page.as_uri())
+    assert not driver.find_element(By.ID, "choose-A").is_displayed()
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "start").is_enabled())
+    driver.find_element(By.ID, "listener").send_keys(listener)
+    driver.find_element(By.ID, "start").click()
+
+
+def shown(driver) -> dict:
+    """The trial on screen: its data attributes and the files its players play (rel paths)."""
+    el = driver.find_element(By.ID, "trial")
+    page = Path(unquote(driver.current_url.removeprefix("file://"))).parent
+    files = {name: Path(unquote(driver.find_element(By.ID, name).get_attribute("src").removeprefix("file://")))
+             .relative_to(page).as_posix() for name in ("excerpt", "audio-A", "audio-B")}
+    return {"index": int(el.get_attribute("data-index")), "method": el.get_attribute("data-method"),
+            "subject": el.get_attribute("data-subject"), "clip_id": el.get_attribute("data-clip-id"),
+            "target": el.get_attribute("data-target-position"), "progress": driver.find_element(By.ID, "progress").text,
+            **files}
+
+
+@needs_browser
+def test_a_listener_session_in_chromium_is_ingested_by_evaluate(evaluated, browser, tuned_run):
+    out, base = evaluated
+    page = out / "report" / "listen.html"
+    pool = {(t["subject"], t["method"], t["clip_id"]): t for t in json.loads(pool_text(page))["trials"]}
+    start(browser, page, "tester <1>")
+    # The players load their audio from the report folder (file://, relative paths).
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+        "return ['excerpt', 'audio-A', 'audio-B'].every(function (id) {"
+        " var a = document.getElementById(id); return a.error === null && a.readyState >= 1; })"))
+    right: dict[str, list[bool]] = {}
+    seen = []
+    for i in range(SESSION):
+        now = shown(browser)
+        assert now["index"] == i and now["progress"] == f"trial {i + 1} of {SESSION}"
+        t = pool[(now["subject"], now["method"], now["clip_id"])]
+        # The page plays what it says: the excerpt, the target at the position it records, the foil at the other.
+        other = "B" if now["target"] == "A" else "A"
+        assert (now["excerpt"], now[f"audio-{now['target']}"], now[f"audio-{other}"]) == (
+            t["excerpt"], t["target"], t["foil"])
+        choice = now["target"] if i % 2 == 0 else other  # right on even trials, wrong on odd ones
+        right.setdefault(now["method"], []).append(choice == now["target"])
+        seen.append((now["clip_id"], now["method"], now["target"]))
+        browser.find_element(By.ID, f"choose-{choice}").click()
+    # Methods interleaved and balanced; the target is A in half of the trials.
+    assert {m: len(v) for m, v in right.items()} == {"retrieval": SESSION // 2, "generated": SESSION // 2}
+    assert [s[2] for s in seen].count("A") == SESSION // 2
+    assert len({s[0] for s in seen if s[1] == "retrieval"}) == SESSION // 2  # no clip twice per method
+
+    assert not browser.find_element(By.ID, "trial").is_displayed()
+    browser.find_element(By.ID, "download").click()
+    deadline = time.monotonic() + 20
+    while not list(browser.downloads.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    files = list(browser.downloads.glob("*.json"))
+    assert len(files) == 1 and files[0].name.startswith("listening_tester_1__"), files
+    result = json.loads(files[0].read_text())
+    assert result["format"] == FORMAT and result["listener"] == "tester <1>" and result["seed"] == 0
+    assert result["page"] == f"b2m listening test: {tuned_run}"
+    assert [(t["clip_id"], t["method"], t["target_position"]) for t in result["trials"]] == seen
+
+    # The same listener ID gets the same session again; another ID another one.
+    start(browser, page, "tester <1>")
+    first = shown(browser)
+    assert (first["clip_id"], first["method"], first["target"]) == seen[0]
+    start(browser, page, "someone else")
+    others = []
+    for _ in range(3):
+        now = shown(browser)
+        others.append((now["clip_id"], now["method"], now["target"]))
+        browser.find_element(By.ID, "choose-A").click()
+    assert others != seen[:3]
+
+    metrics = evaluate(compose("evaluate", [*base, f"out_dir={out.parent / 'ev2'}",
+                                            f"listening={browser.downloads}"]))
+    for method, marks in right.items():
+        assert metrics[f"listening/{method}/accuracy"] == pytest.approx(sum(marks) / len(marks))
+        assert metrics[f"listening/{method}/n_trials"] == len(marks) == metrics[f"sub-001/listening/{method}/n_trials"]
+        assert metrics[f"listening/{method}/n_listeners"] == 1
+    assert metrics["listening/n_listeners"] == 1
+    on_disk = json.loads((out.parent / "ev2" / "metrics.json").read_text())
+    assert on_disk["listening/retrieval/accuracy"] == metrics["listening/retrieval/accuracy"]
+    acc = metrics["listening/retrieval/accuracy"]
+    row = f"| retrieval | all | {acc:.3f} [{metrics['listening/retrieval/accuracy_ci_low']:.3f}"
+    assert row in (out.parent / "ev2" / "summary.md").read_text()
+    assert "Human identification" in (out.parent / "ev2" / "report" / "index.html").read_text()
+
+
+@needs_browser
+def test_markup_in_the_pool_does_not_break_the_page_in_chromium(tmp_path, browser):
+    page, pool, title = markup_page(tmp_path)
+    start(browser, page, "x")  # the page's script ran: it enables Start last
+    assert browser.find_element(By.TAG_NAME, "h1").text == title
+    assert browser.find_element(By.ID, "progress").text == "trial 1 of 2"
+    assert shown(browser)["clip_id"] in {t["clip_id"] for t in pool}
+    assert browser.execute_script("return document.querySelectorAll('i, script').length") == 2
