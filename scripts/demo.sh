@@ -10,10 +10,11 @@ py=.venv/bin/python
 out=outputs/demo
 $py -m b2m.demo --size default --out data/demo
 $py train.py out_dir=$out/train "$@"
-$py retrieve.py run=$out/train database=data/demo/stimuli/genres out_dir=$out/retrieval
+# select=brain: of each clip's top-k files, keep the one whose predicted BOLD best matches the measured.
+$py retrieve.py run=$out/train database=data/demo/stimuli/genres out_dir=$out/retrieval select=brain
 # Generation needs predictions in the generator's own conditioning space.
 $py train.py target=musicgen_text trainer.logger=none out_dir=$out/train_musicgen_text
-$py generate.py predictions=$out/train_musicgen_text out_dir=$out/generated
+$py generate.py predictions=$out/train_musicgen_text out_dir=$out/generated generator.n_samples=4 select=brain
 $py evaluate.py run=$out/train retrieval=$out/retrieval generated=$out/generated encoding.enabled=true \
     out_dir=$out/evaluation
 echo
@@ -21,4 +22,5 @@ echo "results:"
 echo "  $out/train/metrics.json             decoder test metrics (test/id_acc: chance 0.5)"
 echo "  $out/evaluation/summary.md          metrics with 95% intervals and baselines"
 echo "  $out/evaluation/report/index.html   listening report (open in a browser)"
+echo "  $out/evaluation/report/listen.html  listening test for people (2AFC; evaluate.py listening=<results>)"
 echo "  $out/evaluation/encoding/summary.md encoding analysis: voxelwise r per space and region"

@@ -88,7 +88,9 @@ def reconstruction_sets(run: Run, recon: dict[str, Reconstructions], spaces: dic
                 emb = reconstruction_draws(space, per_clip, ids, max_draws)
                 shuffled = ScoredSet(np.stack([derange(d, seed) for d in emb]), true, ids, scale)
                 sets.setdefault(subject, {})[f"{kind}/{name}"] = ScoredSet(emb, true, ids, scale)
-                sets[subject][f"{kind}/{name}/shuffled"] = shuffled
+                # The first and random candidates are comparisons for the selected one, not sets of their own.
+                if not kind.endswith(("/first", "/random")):
+                    sets[subject][f"{kind}/{name}/shuffled"] = shuffled
     return sets
 
 

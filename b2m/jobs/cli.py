@@ -51,6 +51,9 @@ def _evaluate(cfg: DictConfig) -> None:
     for key in sorted(k for k in m if k.endswith("/id_acc") and k.startswith(("retrieval/", "generated/"))
                       and "/shuffled/" not in k):
         print(f"{key} = {m[key]:.3f} ({level} CI {m[key + '_ci_low']:.3f}-{m[key + '_ci_high']:.3f})")
+    for key in sorted(k for k in m if k.startswith("listening/") and k.endswith("/accuracy")):
+        print(f"{key} = {m[key]:.3f} ({level} CI {m[key + '_ci_low']:.3f}-{m[key + '_ci_high']:.3f}, "
+              f"{m[key[:-len('accuracy')] + 'n_trials']} trials; chance 0.5)")
     if m.get("genre/pred/acc") is not None:
         print(f"genre/pred/acc = {m['genre/pred/acc']:.3f} (chance 0.1; true embeddings {m['genre/true/acc']:.3f})")
     print(f"results in {cfg.out_dir}: metrics.json, summary.md"
@@ -66,14 +69,16 @@ def _generate(cfg: DictConfig) -> None:
     # Every DDP rank runs this; the summary is the same on all of them.
     summary = job(cfg)
     rank_zero_info(f"generated {summary['n_generated']} of {summary['n_wavs']} wavs "
-                   f"({summary['missing']} missing); wavs and manifest.jsonl in {cfg.out_dir}")
+                   f"({summary['missing']} missing); wavs and manifest.jsonl in {cfg.out_dir}"
+                   + ("; brain-guided selection in selection_*.json" if cfg.select.method == "brain" else ""))
 
 
 def _retrieve(cfg: DictConfig) -> None:
     from b2m.jobs.retrieve import retrieve as job
 
     manifests = job(cfg)
-    print(f"retrieved top-{cfg.k} for {len(manifests)} subject(s); manifests in {cfg.out_dir}/retrieval_*.json")
+    print(f"retrieved top-{cfg.k} for {len(manifests)} subject(s); manifests in {cfg.out_dir}/retrieval_*.json"
+          + ("; brain-guided selection in selection_*.json" if cfg.select.method == "brain" else ""))
 
 
 # Job name -> what the command line runs and prints. The jobs import lazily: `--help` stays fast.

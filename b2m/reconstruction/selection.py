@@ -56,22 +56,31 @@ CHOICES = {"brain": "selected", "first": "first", "random": "random"}
 
 
 @dataclass
-class BrainModel:
-    """One subject's encoding model: `predict(emb [C, F]) -> [C, V]`, voxel weights `[V]`, and the
-    measured response `[V]` of each test clip by id."""
+class EncodingModel:
+    """One subject's encoding model: embeddings `[C, F]` -> predicted responses `[C, V]`, and the voxel
+    weights `[V]` of the match."""
 
     ridge: RidgeCV
-    mean: np.ndarray  # [F] of the training clips' embeddings
+    mean: np.ndarray  # [F] of the training presentations' embeddings
     std: np.ndarray  # [F]
     weight: np.ndarray  # [V]
-    measured: dict[str, np.ndarray]
+
+    @classmethod
+    def fit(cls, emb: np.ndarray, windows: np.ndarray, alphas: Sequence[float], n_folds: int) -> "EncodingModel":
+        """Fit on training presentations: embeddings `emb` `[N, F]` and their windows `[N, W, V]`."""
+        emb = np.asarray(emb, np.float64)
+        mean, std = emb.mean(axis=0), emb.std(axis=0)
+        std[std == 0] = 1.0
+        ridge = RidgeCV(alphas=list(alphas), n_folds=n_folds, scoring="r2")
+        ridge.fit((emb - mean) / std, np.asarray(windows, np.float32).mean(axis=1))
+        return cls(ridge, mean, std, np.sqrt(np.clip(ridge.cv_scores_.max(axis=0), 0.0, None)))
 
     def predict(self, emb: np.ndarray) -> np.ndarray:
         return self.ridge.predict((np.asarray(emb, np.float64) - self.mean) / self.std)
 
-    def scores(self, clip_id: str, emb: np.ndarray) -> np.ndarray:
-        """Weighted correlation `[C]` of each candidate's predicted response with the clip's measured one."""
-        return weighted_correlation(self.predict(emb), self.measured[clip_id], self.weight)
+    def scores(self, emb: np.ndarray, measured: np.ndarray) -> np.ndarray:
+        """Weighted correlation `[C]` of each candidate's predicted response with a measured one `[V]`."""
+        return weighted_correlation(self.predict(emb), measured, self.weight)
 
 
 def weighted_correlation(pred: np.ndarray, measured: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -98,8 +107,10 @@ def selection_spaces(scfg: DictConfig) -> dict[str, EmbeddingSpace]:
     return spaces
 
 
-def fit_brain_model(run: Run, subject: str, spaces: dict[str, EmbeddingSpace], scfg: DictConfig) -> BrainModel:
-    """Fit `subject`'s encoding model on its Training runs and read its test clips' measured responses."""
+def fit_brain_model(run: Run, subject: str, spaces: dict[str, EmbeddingSpace], scfg: DictConfig
+                    ) -> tuple[EncodingModel, dict[str, np.ndarray]]:
+    """`subject`'s encoding model, fitted on its Training runs, and the measured response `[V]` of each of
+    its test clips by id."""
     data_cfg = run.cfg.data
     pre = load_preprocessed(data_cfg, subject)
     delays = list(data_cfg.delays_tr)
@@ -107,17 +118,11 @@ def fit_brain_model(run: Run, subject: str, spaces: dict[str, EmbeddingSpace], s
                           average_repeats=False)
     test = build_samples("Test", pre.runs["Test"], pre.events, pre.data.runs, pre.tr, delays, average_repeats=True)
     by_clip = _clip_embeddings(data_cfg, spaces, sorted(set(train.clips)))
-    x = np.stack([by_clip[c] for c in train.clips])  # [N, F], one row per presentation
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    std[std == 0] = 1.0
-    ridge = RidgeCV(alphas=list(scfg.alphas), n_folds=int(scfg.n_folds), scoring="r2")
-    ridge.fit((x - mean) / std, train.x.mean(axis=1))
-    weight = np.sqrt(np.clip(ridge.cv_scores_.max(axis=0), 0.0, None))
-    if not (weight > 0).any():
+    model = EncodingModel.fit(np.stack([by_clip[c] for c in train.clips]), train.x, scfg.alphas, int(scfg.n_folds))
+    if not (model.weight > 0).any():
         raise B2MError(f"selection: no voxel of {subject} is predicted above chance by the encoding model "
                        f"({'+'.join(spaces)}) on its training runs; brain-guided selection has nothing to match")
-    measured = {c.clip_id: window.mean(axis=0) for c, window in zip(test.clips, test.x)}
-    return BrainModel(ridge, mean, std, weight, measured)
+    return model, {c.clip_id: window.mean(axis=0) for c, window in zip(test.clips, test.x)}
 
 
 def _clip_embeddings(data_cfg: DictConfig, spaces: dict[str, EmbeddingSpace], clips: list) -> dict:
@@ -165,8 +170,8 @@ def select_brain(run: Run, candidates: dict[str, dict[str, list[Path]]], scfg: D
     out = {}
     for subject in progress(sorted(candidates), "brain-guided selection", unit="subjects"):
         per_clip = candidates[subject]
-        model = fit_brain_model(run, subject, spaces, scfg)
-        missing = [c for c in per_clip if c not in model.measured]
+        model, measured = fit_brain_model(run, subject, spaces, scfg)
+        missing = [c for c in per_clip if c not in measured]
         if missing:
             raise B2MError(f"selection: clip {missing[0]} of {subject} has no measured test response")
         # Keyed by the file itself: retrieval links one database file under a name per clip.
@@ -174,7 +179,7 @@ def select_brain(run: Run, candidates: dict[str, dict[str, list[Path]]], scfg: D
         cache.update(zip(new, _embed(spaces, new)))
         clips = {}
         for clip_id, files in per_clip.items():
-            scores = model.scores(clip_id, np.stack([cache[f.resolve()] for f in files]))
+            scores = model.scores(np.stack([cache[f.resolve()] for f in files]), measured[clip_id])
             clips[clip_id] = {"candidates": [f.relative_to(out_dir).as_posix() for f in files],
                               "scores": [float(s) for s in scores], "selected": int(np.argmax(scores)), "first": 0,
                               "random": random_choice(int(scfg.seed), subject, clip_id, len(files))}
