@@ -76,6 +76,10 @@ def test_retrieve_after_train(tmp_path):
         assert all((out / "retrieval" / h["file"]).exists() for h in hits)
     res = run("retrieve.py", f"run={out}", f"database={tmp_path / 'none'}")
     assert res.returncode == 2 and "database folder not found" in res.stderr
+    res = run("retrieve.py", f"run={out}", f"database={root / 'stimuli' / 'genres'}", "precision=int8",
+              f"out_dir={tmp_path / 'r8'}")
+    assert res.returncode == 2 and "config: precision must be one of 'auto', 'fp32', 'bf16'" in res.stderr
+    assert not (tmp_path / "r8").exists()
 
 
 def test_multirun_writes_one_folder_per_job(tmp_path):

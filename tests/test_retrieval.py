@@ -4,10 +4,12 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from scipy.signal import resample_poly
 
 from b2m.core.errors import B2MError
-from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
+from b2m.reconstruction import retrieval
+from b2m.reconstruction.retrieval import RetrievalIndex, build_index, first_pass_error, retrieve_predictions
 from b2m.core.metrics import Standardiser
 from b2m.core.runs import read_predictions, write_predictions
 from b2m.targets.windowed import WindowedSpace
@@ -73,11 +75,12 @@ def test_index_embeds_every_format_and_skips_corrupt_files(tmp_path, capsys):
     np.testing.assert_allclose(index.unit.numpy(), _unit(ref), rtol=1e-4, atol=1e-6)
 
 
-def test_query_matches_brute_force_numpy():
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+def test_query_matches_brute_force_numpy(precision):
     rng = np.random.default_rng(0)
     db = rng.standard_normal((500, 3, 8)).astype(np.float32)
     paths = [f"/db/{g}/{g}.{i:05d}.wav" for i, g in enumerate(np.resize(["blues", "jazz"], 500))]
-    index = RetrievalIndex(db.reshape(500, -1), paths, device="cpu")
+    index = RetrievalIndex(db.reshape(500, -1), paths, device="cpu", precision=precision)
     queries = rng.standard_normal((7, 3, 8)).astype(np.float32)
 
     sims = _unit(queries.reshape(7, -1)) @ _unit(db.reshape(500, -1)).T
@@ -92,6 +95,54 @@ def test_query_matches_brute_force_numpy():
     exclude = [paths[order[0, 0]].split("/")[-1].removesuffix(".wav")] + [paths[order[q, 0]] for q in range(1, 7)]
     idx, _, _ = index.query(queries, 4, exclude=exclude)
     np.testing.assert_array_equal(idx, order[:, 1:5])
+
+
+def test_the_first_pass_error_bound_holds():
+    rng = np.random.default_rng(3)
+    for spread in (1.0, 0.01):  # spread-out vectors, and near-duplicates of one direction
+        base = rng.standard_normal(768)
+        a = _unit(base + spread * rng.standard_normal((64, 768))).astype(np.float32)
+        b = _unit(base + spread * rng.standard_normal((4000, 768))).astype(np.float32)
+        approx = (torch.from_numpy(a).bfloat16() @ torch.from_numpy(b).bfloat16().T).double().numpy()
+        assert np.abs(approx - a.astype(np.float64) @ b.astype(np.float64).T).max() <= first_pass_error(768)
+
+
+def test_two_pass_search_is_exact_and_falls_back_where_it_cannot_prove_it(monkeypatch):
+    """Clustered data, so that many candidates crowd the k-th score: the bf16 first pass with fp32
+    re-scoring returns exactly what the fp32 search does; queries whose candidate set cannot be proven
+    complete (a cluster of near-duplicates wider than the candidate set) are searched exactly."""
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((20, 64))
+    db = np.concatenate([c + 0.3 * rng.standard_normal((300, 64)) for c in centres]).astype(np.float32)
+    dupes = centres[0] + 0.05 * rng.standard_normal((600, 64))  # 600 within 2 eps of each other, not tied
+    db = np.concatenate([db, dupes.astype(np.float32)])
+    paths = [f"/db/t.{i:05d}.wav" for i in range(len(db))]
+    queries = np.concatenate([c + 0.3 * rng.standard_normal((5, 64)) for c in centres[1:]]
+                             + [centres[:1] + 0.001 * rng.standard_normal((3, 64))]).astype(np.float32)
+    exclude = [paths[i] for i in rng.integers(0, len(db), size=len(queries))]
+    exact = RetrievalIndex(db, paths, device="cpu", precision="fp32")
+    fast = RetrievalIndex(db, paths, device="cpu", precision="bf16")
+    assert fast.precision == "bf16" and fast.low is not None and exact.low is None
+    redone = []
+    real = fast._exact
+    monkeypatch.setattr(fast, "_exact", lambda q, ex, k: redone.append(len(q)) or real(q, ex, k))
+    for k in (1, 10):
+        want_i, want_v, _ = exact.query(queries, k, exclude=exclude)
+        got_i, got_v, _ = fast.query(queries, k, exclude=exclude)
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_allclose(got_v, want_v, atol=1e-6)
+    # The near-duplicate queries could not be proven from 256 candidates; most others could.
+    assert redone[0] == 3 and 3 <= redone[1] < len(queries) / 4, redone
+
+
+def test_precision_is_checked_and_auto_measures():
+    with pytest.raises(B2MError, match="precision 'int4' is not one of auto, fp32, bf16"):
+        RetrievalIndex(np.eye(4, dtype=np.float32), list("abcd"), device="cpu", precision="int4")
+    big = np.random.default_rng(5).standard_normal((20000, 32)).astype(np.float32)
+    index = RetrievalIndex(big, [f"{i}.wav" for i in range(20000)], device="cpu")
+    assert index.precision in ("fp32", "bf16") and index.precision == retrieval.first_pass_precision(index.unit)
+    small = RetrievalIndex(big[:100], [f"{i}.wav" for i in range(100)], device="cpu")
+    assert small.precision == "fp32"  # too small for a first pass to pay
 
 
 def test_query_errors():

@@ -36,7 +36,7 @@ def retrieve(cfg: DictConfig) -> dict[str, Any]:
     summary = build_index(database, index_dir, space)
     if summary["files"] == 0:
         raise B2MError(f"{database}: no readable audio file to retrieve from")
-    index = RetrievalIndex.load(index_dir)
+    index = RetrievalIndex.load(index_dir, precision=cfg.precision)
     manifests = {}
     for subject, predictions in run.subjects.items():
         # The stimulus track itself is never a reconstruction of its own clip.

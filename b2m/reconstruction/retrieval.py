@@ -13,6 +13,15 @@ Files are embedded in chunks; a chunk is complete once its `.jsonl` exists (writ
 after its `.npy`), so a killed build resumes without redoing finished files, and
 running the build again on a grown folder embeds only the new files. Queries are
 cosine top-k over the flattened `[L * D]` vectors, batched in torch (CUDA when present).
+
+Exact top-k below the cost of the exact product: with `precision="bf16"` a first pass scores every
+database row in bfloat16 (inputs rounded, fp32 accumulation), whose error on unit vectors is bounded
+by `first_pass_error(F)` = eps. The true top-k all score at least the first pass's k-th best minus
+2 eps there (each true score is at least the exact k-th best, itself at least the first pass's k-th
+best minus eps), so the first pass's top candidates, re-scored exactly in fp32, hold the exact top-k
+whenever the last candidate scores below that line; a query where it does not is searched exactly.
+The results are the exact search's, by construction. `precision="auto"` times both products once
+per device and width and keeps bf16 only where it is clearly faster (`first_pass_precision`).
 """
 
 from __future__ import annotations
@@ -45,6 +54,48 @@ PARTS = "parts"
 ERRORS_FILE = "errors.jsonl"
 # Cap on one block of query-by-database similarities (float32 entries, 256 MiB).
 _BLOCK_ENTRIES = 2 ** 26
+PRECISIONS = ("auto", "fp32", "bf16")
+_BF16_ROUNDOFF = 2.0 ** -8  # bfloat16 keeps 8 significant bits, rounded to nearest
+# Candidates the first pass keeps per query, at least (most queries need far fewer to be provably exact).
+MIN_CANDIDATES = 256
+# bf16 is used only when its product takes at most this share of the fp32 product's time: the exact
+# re-scoring of the candidates and the top-k must fit in what remains.
+_BF16_WORTH = 0.6
+_PROBED: dict[tuple[str, int, int], str] = {}
+
+
+def first_pass_error(dim: int) -> float:
+    """A bound on |bf16 - exact| cosine similarity of two unit vectors of `dim` values: each product of
+    rounded inputs is off by at most (2u + u^2) of |q_i u_i| (whose sum is at most 1), the fp32 sum of
+    `dim` terms by at most dim * 2^-24, and the bf16 result by u (u = 2^-8)."""
+    u = _BF16_ROUNDOFF
+    return 2 * u + u * u + dim * 2.0 ** -24 + u
+
+
+def first_pass_precision(unit: torch.Tensor) -> str:
+    """`"bf16"` if a bfloat16 product of 64 queries with (a sample of) `unit` `[M, F]` takes at most
+    `_BF16_WORTH` of the float32 product's time on this device and stays within `first_pass_error`
+    of it, else `"fp32"`; measured once per device, width and thread count, never guessed."""
+    key = (unit.device.type, unit.shape[1], torch.get_num_threads())
+    if key not in _PROBED:
+        import time
+
+        sample = unit[: min(len(unit), 16384)]
+        q = sample[:64].clone()
+        timings, products = {}, {}
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            a, b = q.to(dtype), sample.to(dtype)
+            best = float("inf")
+            for _ in range(3):  # the first run warms the kernels up
+                start = time.perf_counter()
+                products[name] = (a @ b.T).float()
+                products[name].sum().item()
+                best = min(best, time.perf_counter() - start)
+            timings[name] = best
+        # The exactness argument needs the error bound to hold on this machine's kernels (fp32 accumulation).
+        within = float((products["bf16"] - products["fp32"]).abs().max()) <= first_pass_error(unit.shape[1])
+        _PROBED[key] = "bf16" if within and timings["bf16"] <= _BF16_WORTH * timings["fp32"] else "fp32"
+    return _PROBED[key]
 
 
 def list_audio(root: str | Path) -> list[Path]:
@@ -152,18 +203,27 @@ def _embed_chunk(space: EmbeddingSpace, audio_dir: Path, files: Sequence[Path]
 class RetrievalIndex:
     """Database embeddings `[M, F]` (F = L * D) and their audio paths, ready for cosine top-k.
 
-    `device` defaults to CUDA when present. The unit-normalised database is kept on it.
+    `device` defaults to CUDA when present. The unit-normalised database is kept on it, and with
+    `precision` `"bf16"` (or `"auto"` where the probe finds bf16 faster) a bfloat16 copy for the first
+    pass (see the module doc); `"fp32"` searches with the exact product alone. Results are the same.
     """
 
     def __init__(self, embeddings: np.ndarray, paths: Sequence[str], device: str | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, precision: str = "auto") -> None:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(paths):
             raise ValueError(f"need embeddings [M, F] and M paths, got {embeddings.shape} and {len(paths)}")
+        if precision not in PRECISIONS:
+            raise B2MError(f"retrieval: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.paths = [str(p) for p in paths]
         self.meta = meta or {}
         self.unit = F.normalize(torch.from_numpy(embeddings).to(self.device), dim=1)
+        # A first pass only pays where the database is much larger than its candidate sets.
+        if precision == "auto":
+            precision = first_pass_precision(self.unit) if len(self) > 16 * MIN_CANDIDATES else "fp32"
+        self.precision = precision
+        self.low = self.unit.to(torch.bfloat16) if precision == "bf16" else None
 
     @functools.cached_property
     def _by_track(self) -> dict[str, list[int]]:
@@ -174,7 +234,7 @@ class RetrievalIndex:
         return rows
 
     @classmethod
-    def load(cls, index_dir: str | Path, device: str | None = None) -> "RetrievalIndex":
+    def load(cls, index_dir: str | Path, device: str | None = None, precision: str = "auto") -> "RetrievalIndex":
         """Load an index folder written by `build_index`."""
         index_dir = Path(index_dir)
         meta_path = index_dir / INDEX_FILE
@@ -193,7 +253,7 @@ class RetrievalIndex:
                            f"the index is damaged, rebuild it")
         if not paths:
             raise B2MError(f"{index_dir}: the index holds no embedded files")
-        return cls(embeddings, paths, device=device, meta=meta)
+        return cls(embeddings, paths, device=device, meta=meta, precision=precision)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -220,15 +280,47 @@ class RetrievalIndex:
         step = max(1, _BLOCK_ENTRIES // len(self))
         indices, scores = [], []
         for lo in range(0, len(q), step):
-            sims = q[lo:lo + step] @ self.unit.T  # [B, M]
-            if exclude is not None:
-                for row, name in enumerate(exclude[lo:lo + step]):
-                    sims[row, self._by_track.get(track_key(name), [])] = -torch.inf
-            top = torch.topk(sims, k, dim=1)
-            indices.append(top.indices.cpu())
-            scores.append(top.values.cpu())
+            block = exclude[lo:lo + step] if exclude is not None else None
+            top_i, top_v = (self._exact(q[lo:lo + step], block, k) if self.low is None
+                            else self._two_pass(q[lo:lo + step], block, k))
+            indices.append(top_i.cpu())
+            scores.append(top_v.cpu())
         idx = torch.cat(indices).numpy()
         return idx, torch.cat(scores).numpy(), [[self.paths[j] for j in row] for row in idx]
+
+    def _mask(self, sims: torch.Tensor, exclude: Sequence[str] | None) -> torch.Tensor:
+        """`sims` `[B, M]` with every row of each query's excluded track at -inf (in place)."""
+        for row, name in enumerate(exclude or ()):
+            sims[row, self._by_track.get(track_key(name), [])] = -torch.inf
+        return sims
+
+    def _exact(self, q: torch.Tensor, exclude: Sequence[str] | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k `(indices, scores)` `[B, k]` of unit queries `q` `[B, F]` by the fp32 product."""
+        top = torch.topk(self._mask(q @ self.unit.T, exclude), k, dim=1)
+        return top.indices, top.values
+
+    def _two_pass(self, q: torch.Tensor, exclude: Sequence[str] | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact top-k through the bf16 first pass and an fp32 re-scoring of its candidates."""
+        approx = self._mask((q.to(torch.bfloat16) @ self.low.T).float(), exclude)  # [B, M]
+        n = min(len(self), max(4 * k, MIN_CANDIDATES))
+        cand = torch.topk(approx, n, dim=1)  # [B, n]
+        del approx
+        # Exact scores of the candidates, in blocks of queries that keep the gathered rows within the cap.
+        exact = torch.empty_like(cand.values)
+        rows = max(1, _BLOCK_ENTRIES // (n * self.unit.shape[1]))
+        for lo in range(0, len(q), rows):
+            gathered = self.unit[cand.indices[lo:lo + rows]]  # [b, n, F]
+            exact[lo:lo + rows] = torch.einsum("bnf,bf->bn", gathered, q[lo:lo + rows])
+        exact[cand.values == -torch.inf] = -torch.inf
+        best = torch.topk(exact, k, dim=1)
+        indices, values = cand.indices.gather(1, best.indices), best.values
+        # Provably complete where the last candidate scores below the line every true top-k item clears.
+        line = cand.values[:, k - 1] - 2 * first_pass_error(self.unit.shape[1])
+        unsure = torch.nonzero(~((cand.values[:, -1] < line) | (n == len(self)))).flatten()
+        if len(unsure):
+            redo = [exclude[i] for i in unsure.tolist()] if exclude is not None else None
+            indices[unsure], values[unsure] = self._exact(q[unsure], redo, k)
+        return indices, values
 
 
 def retrieve_predictions(predictions: SubjectPredictions, index: RetrievalIndex, k: int, out_dir: str | Path,

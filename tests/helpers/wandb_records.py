@@ -12,7 +12,25 @@ BLOCK = 32768
 HEADER = 7
 
 
-def records(path: Path) -> list:
+def records(path: Path, timeout_s: float = 60.0) -> list:
+    """The run's records once its exit record is written: wandb's service may still be writing the
+    file for a moment after `finish()` returns (seen on a loaded CI machine), so read until complete."""
+    import time
+
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            out = _parse(path)
+        except DecodeError:  # a record cut short by the write in progress
+            out = []
+        if any(r.WhichOneof("record_type") == "exit" for r in out) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def _parse(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
