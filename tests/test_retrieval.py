@@ -109,12 +109,13 @@ def test_the_first_pass_error_bound_holds():
 
 def test_two_pass_search_is_exact_and_falls_back_where_it_cannot_prove_it(monkeypatch):
     """Clustered data, so that many candidates crowd the k-th score: the bf16 first pass with fp32
-    re-scoring returns exactly what the fp32 search does; queries whose candidate set cannot be proven
-    complete (a cluster of near-duplicates wider than the candidate set) are searched exactly."""
+    re-scoring returns exactly what the fp32 search does; queries whose candidates cannot be proven
+    complete are retried with more, and those near a cluster of duplicates wider than any candidate
+    set are searched exactly."""
     rng = np.random.default_rng(4)
     centres = rng.standard_normal((20, 64))
-    db = np.concatenate([c + 0.3 * rng.standard_normal((300, 64)) for c in centres]).astype(np.float32)
-    dupes = centres[0] + 0.05 * rng.standard_normal((600, 64))  # 600 within 2 eps of each other, not tied
+    db = np.concatenate([c + 0.3 * rng.standard_normal((1500, 64)) for c in centres]).astype(np.float32)
+    dupes = centres[0] + 0.1 * rng.standard_normal((1500, 64))  # 1500 within 2 eps of each other, not tied
     db = np.concatenate([db, dupes.astype(np.float32)])
     paths = [f"/db/t.{i:05d}.wav" for i in range(len(db))]
     queries = np.concatenate([c + 0.3 * rng.standard_normal((5, 64)) for c in centres[1:]]
@@ -131,8 +132,8 @@ def test_two_pass_search_is_exact_and_falls_back_where_it_cannot_prove_it(monkey
         got_i, got_v, _ = fast.query(queries, k, exclude=exclude)
         np.testing.assert_array_equal(got_i, want_i)
         np.testing.assert_allclose(got_v, want_v, atol=1e-6)
-    # The near-duplicate queries could not be proven from 256 candidates; most others could.
-    assert redone[0] == 3 and 3 <= redone[1] < len(queries) / 4, redone
+    # The near-duplicate queries could not be proven from 128 candidates, nor from 1024; most others could.
+    assert redone[0] == 3 and 3 <= redone[1] <= len(queries) // 8, redone
 
 
 def test_precision_is_checked_and_auto_measures():
