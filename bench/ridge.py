@@ -1,6 +1,11 @@
 """Benchmark b2m's RidgeCV against himalaya and scikit-learn on one generated problem.
 
     python bench/ridge.py [--samples 2400 --features 20000 --targets 768 --alphas 10 --folds 5]
+    python bench/ridge.py --real mean|fir [--solvers himalaya b2m]
+
+`--real` sets the decoder's real size on ds003720: 480 training clips, 60 test clips, 768
+targets, and 64,000 cortex voxels as features (`mean`: the decoder's default window mean) or
+10 delays x 64,000 (`fir`: the window's delays side by side).
 
 Each solver runs in its own subprocess on the same data (float32, written once to a
 temporary folder), so its peak resident memory (ru_maxrss) is its own. Prints one
@@ -39,9 +44,11 @@ def make_problem(args: argparse.Namespace, folder: Path) -> None:
     rng = np.random.default_rng(0)
     n_total = args.samples + args.test_samples
     X = rng.standard_normal((n_total, args.features), dtype=np.float32)
-    weights = rng.standard_normal((args.features, args.targets), dtype=np.float32)
-    weights *= np.logspace(-1.5, 0.5, args.targets, dtype=np.float32) / np.sqrt(args.features)
-    Y = X @ weights + rng.standard_normal((n_total, args.targets), dtype=np.float32)
+    scale = np.logspace(-1.5, 0.5, args.targets, dtype=np.float32) / np.sqrt(args.features)
+    Y = rng.standard_normal((n_total, args.targets), dtype=np.float32)
+    for lo in range(0, args.features, 50_000):  # the weights block by block: [F, T] need not fit at once
+        hi = min(lo + 50_000, args.features)
+        Y += X[:, lo:hi] @ (rng.standard_normal((hi - lo, args.targets), dtype=np.float32) * scale)
     np.save(folder / "X_train.npy", X[: args.samples])
     np.save(folder / "Y_train.npy", Y[: args.samples])
     np.save(folder / "X_test.npy", X[args.samples:])
@@ -114,9 +121,13 @@ def main() -> None:
     parser.add_argument("--alphas", type=int, default=10, help="size of the alpha grid, log-spaced 1e1..1e8")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
+    parser.add_argument("--real", choices=("mean", "fir"), help="the decoder's real size (see above)")
     parser.add_argument("--worker", choices=SOLVERS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.real:
+        args.samples, args.test_samples, args.targets = 480, 60, 768
+        args.features = 64_000 * (10 if args.real == "fir" else 1)
     alphas = np.logspace(1, 8, args.alphas)
 
     if args.worker:
