@@ -22,8 +22,8 @@ For each subject and embedding space:
    single-space fits gives each voxel's unique and shared test R².
 
 Outputs under `out_dir/<subject>/`: NIfTI maps in the BOLD's space (same affine, 0 outside
-the kept voxels) and axial slices over the subject's anatomy (PNG and SVG, `anatomy`); `out_dir/summary.md` with the region tables. Regions:
-an atlas's regions when `data.rois` names one (`b2m.data.rois`); else, with the demo dataset's
+the kept voxels) and axial slices over the subject's anatomy (PNG and SVG, `anatomy`);
+`out_dir/summary.md` with the region tables. Regions: an atlas's regions when `data.rois` names one (`b2m.data.rois`); else, with the demo dataset's
 ground truth (`TRUTH_FILE`), its tuning classes; otherwise the `top_k` voxels of highest
 explainable variance ("auditory") and the rest.
 """

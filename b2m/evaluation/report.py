@@ -26,9 +26,9 @@ from b2m.data.stimuli import StimulusSet
 from b2m.data.subjects import data_paths
 from b2m.core.runs import Run
 from b2m.reconstruction import Reconstructions
-from b2m.evaluation.listening import listening_html, listening_trials, write_listening_page
+from b2m.evaluation.listening import listening_trials, write_listening_page
 from b2m.evaluation.summary import (SELECTION_HEADER, TABLE_METRICS, decoding_prefixes, fmt, genre_sets,
-                                    selection_rows, with_ci)
+                                    listening_table, selection_rows, with_ci)
 from b2m.core.io import atomic_path, write_text
 
 STIMULUS_RATE = 22050  # GTZAN's rate
@@ -122,6 +122,21 @@ def metrics_tables(metrics: dict) -> list[str]:
                        f"<td>{esc(fmt(metrics.get(f'genre/{s}/agreement')))}</td></tr>")
         out.append("</table>")
     return out
+
+
+def listening_html(metrics: dict) -> list[str]:
+    """The human-identification section of index.html (nothing without listening metrics)."""
+    header, rows = listening_table(metrics)
+    if not rows:
+        return []
+    level = f"{metrics.get('ci_level', 0.95):.0%}"
+    out = ["<h2>Human identification (listening test)</h2>",
+           f"<p>Two-alternative forced choice: the share of trials in which listeners picked the excerpt's "
+           f"reconstruction over another clip's (chance 0.5) [{esc(level)} exact binomial interval over "
+           f"trials]; {esc(metrics.get('listening/n_listeners'))} listener(s).</p>",
+           "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+    return out + ["</table>"]
 
 
 def write_report(folder: Path, run: Run, metrics: dict, figures: list[str], recon: dict[str, Reconstructions],

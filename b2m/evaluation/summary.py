@@ -7,7 +7,6 @@ from pathlib import Path
 from b2m.core.clips import GENRES
 from b2m.core.io import write_text
 from b2m.core.metrics import METRICS
-from b2m.evaluation.listening import listening_table
 
 CHANCE = {"id_acc": 0.5, "genre": 1 / len(GENRES)}
 # The columns of the decoding tables: every metric on standardised dimensions, then identification
@@ -59,6 +58,25 @@ def genre_sets(metrics: dict) -> list[str]:
     """The sets the genre classifier scored (`true`, `pred`, `retrieval/acoustic`, ...), in insertion order."""
     return [k[len("genre/"): -len("/acc")] for k in metrics
             if k.startswith("genre/") and k.endswith("/acc") and k.count("/") >= 2]
+
+
+def listening_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The human-identification table as text: header and rows, one per method over all subjects,
+    then one per subject and method; no rows when `metrics` has no listening keys."""
+    header = ["method", "subjects", "accuracy", "trials", "listeners"]
+    rows = []
+    for key in metrics:
+        if key.startswith("listening/") and key.endswith("/accuracy"):
+            prefix = key[: -len("/accuracy")]
+            rows.append([prefix[len("listening/"):], "all", with_ci(metrics, f"{prefix}/accuracy"),
+                         str(metrics[f"{prefix}/n_trials"]), str(metrics[f"{prefix}/n_listeners"])])
+    for key in metrics:
+        subject, sep, rest = key.partition("/listening/")
+        if sep and rest.endswith("/accuracy"):
+            prefix = key[: -len("/accuracy")]
+            rows.append([rest[: -len("/accuracy")], subject, with_ci(metrics, f"{prefix}/accuracy"),
+                         str(metrics[f"{prefix}/n_trials"]), ""])
+    return header, rows
 
 
 def summary_lines(metrics: dict, figures: list[str], notes: list[str]) -> list[str]:

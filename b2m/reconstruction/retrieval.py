@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -81,8 +82,6 @@ def first_pass_precision(unit: torch.Tensor) -> str:
     of it, else `"fp32"`; measured once per device, width and thread count, never guessed."""
     key = (unit.device.type, unit.shape[1], torch.get_num_threads())
     if key not in _PROBED:
-        import time
-
         sample = unit[: min(len(unit), 16384)]
         q = sample[:64].clone()
         timings, products = {}, {}
