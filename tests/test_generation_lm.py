@@ -5,7 +5,7 @@ import torch
 
 from b2m.reconstruction.musicgen.codec import decode_codes
 from b2m.targets.pretrained import random_musicgen
-from b2m.reconstruction.musicgen.lm import SamplingConfig, delay_pattern_valid, keyed_uniform, sample
+from b2m.reconstruction.musicgen.lm import SamplingConfig, attend, delay_pattern_valid, keyed_uniform, sample
 from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 
 GREEDY = SamplingConfig(greedy=True)
@@ -69,10 +69,11 @@ def test_step_logits_match_transformers_fp32(reference, text):
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ["sdpa", "matmul"])
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_greedy_codes_identical_to_transformers(reference, text, guidance):
+def test_greedy_codes_identical_to_transformers(reference, text, guidance, kernel):
     ids, mask, cond = text
-    lm = lm_from_transformers(reference)
+    lm = lm_from_transformers(reference).set_attention(kernel)
     steps = 14
     if guidance > 1:  # the caption path: transformers adds the null rows itself (zero states, zero mask)
         ref = reference_codes(reference, input_ids=ids, attention_mask=mask, guidance_scale=guidance,
@@ -83,6 +84,25 @@ def test_greedy_codes_identical_to_transformers(reference, text, guidance):
     ours = lm.generate(cond, n_frames=steps - 3, cond_mask=mask, guidance_scale=guidance, sampling=GREEDY)
     assert ours.shape == ref.shape == (3, 4, steps - 3)
     assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_attention_matches_sdpa_with_masks(dtype):
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(shape, generator=gen).to(dtype) for shape in ((3, 2, 1, 8), (3, 2, 5, 8), (3, 2, 5, 8)))
+    masks = [None, torch.tensor([True] * 3 + [False] * 2).view(1, 1, 1, 5),  # causal: one mask for all rows
+             torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 0, 1]]).bool().view(3, 1, 1, 5)]
+    for mask in masks:
+        ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+        got = attend(q, k, v, mask, "matmul")
+        assert got.shape == ref.shape and got.dtype == dtype
+        tol = 1e-6 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(got.float(), ref, rtol=tol, atol=tol)
+
+
+def test_unknown_attention_kernel_is_refused(reference):
+    with pytest.raises(ValueError, match="attention kernel 'flash' is not one of sdpa, matmul"):
+        lm_from_transformers(reference).set_attention("flash")
 
 
 def test_guidance_and_conditioning_change_the_codes(reference, text):

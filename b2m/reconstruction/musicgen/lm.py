@@ -59,6 +59,25 @@ class SamplingConfig:
     temperature: float = 1.0
 
 
+ATTENTION_KERNELS = ("sdpa", "matmul")
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+           kernel: str) -> torch.Tensor:
+    """One query per row: q [R, H, 1, d], keys/values [R, H, T, d], mask [R|1, 1, 1, T] (True = attend).
+
+    `sdpa` is torch's fused kernel (flash / memory-efficient on CUDA). `matmul` is two batched
+    products around an fp32 softmax: at decode shapes on CPU it ran faster than CPU SDPA (2-4x
+    in bf16), so the precision probe (`b2m.reconstruction.musicgen.probe`) picks between them.
+    """
+    if kernel == "sdpa":
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    scores = (q @ keys.transpose(-1, -2)).float() * q.shape[-1] ** -0.5  # [R, H, 1, T]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1).to(values.dtype) @ values
+
+
 def sinusoids(n_positions: int, dim: int) -> torch.Tensor:
     """[n_positions, dim] table: cos then sin halves, as MusicGen (transformers and audiocraft) use."""
     half = dim // 2
@@ -71,6 +90,7 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
+        self.kernel = "sdpa"  # see `attend`; MusicGenLM.set_attention sets every layer's
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
@@ -86,7 +106,7 @@ class SelfAttention(nn.Module):
         cache_k.index_copy_(2, t.view(1), k.unsqueeze(2))
         cache_v.index_copy_(2, t.view(1), v.unsqueeze(2))
         keys, values = (cache_k, cache_v) if kv_len is None else (cache_k[:, :, :kv_len], cache_v[:, :, :kv_len])
-        y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=causal_mask)
+        y = attend(q.unsqueeze(2), keys, values, causal_mask, self.kernel)
         return self.out(y.reshape(rows, dim))
 
 
@@ -94,22 +114,24 @@ class CrossAttention(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
+        self.kernel = "sdpa"
         self.q = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.kv = nn.Linear(cfg.dim, 2 * cfg.dim, bias=False)
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
     def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """memory [B, L, D] -> keys, values [B, H, L, D/H], computed once per generation."""
+        """memory [B, L, D] -> keys, values [B, H, L, D/H], computed once per generation (contiguous:
+        every step rereads them)."""
         b, length, dim = memory.shape
         k, v = self.kv(memory).view(b, length, 2, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
-        return k, v
+        return k.contiguous(), v.contiguous()
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 mask: torch.Tensor | None) -> torch.Tensor:
         """x [B, D]; keys/values [B, H, L, D/H]; mask [B, 1, 1, L] (True = attend) or None."""
         rows, dim = x.shape
         q = self.q(x).view(rows, self.n_heads, 1, dim // self.n_heads)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        y = attend(q, keys, values, mask, self.kernel)
         return self.out(y.reshape(rows, dim))
 
 
@@ -195,6 +217,14 @@ class MusicGenLM(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 module.to(dtype)
+        return self
+
+    def set_attention(self, kernel: str) -> "MusicGenLM":
+        """Use attention kernel `kernel` (one of ATTENTION_KERNELS, see `attend`) in every layer."""
+        if kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention kernel {kernel!r} is not one of {', '.join(ATTENTION_KERNELS)}")
+        for block in self.blocks:
+            block.self_attn.kernel = block.cross_attn.kernel = kernel
         return self
 
     # ----------------------------------------------------------------- one step
