@@ -67,14 +67,14 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torc
     """One query per row: q [R, H, 1, d], keys/values [R, H, T, d], mask [R|1, 1, 1, T] (True = attend).
 
     `sdpa` is torch's fused kernel (flash / memory-efficient on CUDA). `matmul`: scores as a
-    broadcast product summed in fp32 (with one query, a [1, d] x [d, T] matrix product per head
+    broadcast product summed over d (with one query, a [1, d] x [d, T] matrix product per head
     ran 2x slower in bf16), an fp32 softmax, then one batched product with the values. At
     decode shapes on CPU it beat CPU SDPA in bf16 (batch 32: 229 vs 286 ms/step) but not
     always in fp32, so the precision probe (`b2m.reconstruction.musicgen.probe`) picks.
     """
     if kernel == "sdpa":
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-    scores = (q * keys).sum(-1, dtype=torch.float32).unsqueeze(2) * q.shape[-1] ** -0.5  # [R, H, 1, T]
+    scores = (q * keys).sum(-1).unsqueeze(2).float() * q.shape[-1] ** -0.5  # [R, H, 1, T]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(-1).to(values.dtype) @ values
