@@ -85,6 +85,7 @@ def test_manifest_records_seeds_and_paths(tmp_path):
         assert rec["path"] == f"{rec['subject']}/{rec['clip_id']}_{rec['k']}.wav"
         assert rec["duration_s"] == pytest.approx(0.2)
         assert sf.info(str(tmp_path / "out" / rec["path"])).frames == 6400
+        assert rec["precision"] == "fp32" and rec["attention"] in ("sdpa", "matmul")  # the probe's kernel
     assert len({rec["seed"] for rec in records}) == 12
     assert len({rec["config_hash"] for rec in records}) == 1
 

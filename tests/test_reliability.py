@@ -173,6 +173,7 @@ def test_out_of_range_train_values_fail_before_anything_is_written(root, tmp_pat
     ("generate", "generator.n_samples=-1", "generator.n_samples must be an integer >= 1"),
     ("generate", "generator.top_k=-5", "generator.top_k must be an integer >= 0"),
     ("generate", "generator.batch_size=0", "generator.batch_size must be an integer >= 1"),
+    ("generate", "generator.precision=int4", "generator.precision must be one of 'auto', 'fp32', 'bf16', 'fp16', 'int8'"),
     ("retrieve", "k=0", "k must be an integer >= 1"),
 ])
 def test_out_of_range_values_of_the_other_jobs(tmp_path, job, overrides, message):

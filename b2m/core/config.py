@@ -270,6 +270,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "generator.batch_size": _COUNT, "generator.n_samples": _COUNT, "generator.seed": _interval(0, integer=True),
     "generator.top_k": _interval(0, integer=True), "generator.top_p": _interval(0, 1),
     "generator.temperature": _interval(0, lo_open=True), "generator.guidance_scale": _interval(0),
+    "generator.precision": _one_of("auto", "fp32", "bf16", "fp16", "int8"),  # musicgen.precision.PRECISIONS
     "k": _COUNT, "precision": _one_of("auto", "fp32", "bf16"),  # retrieve.py's first pass
     "select.method": _one_of("none", "brain"), "select.n_folds": _interval(2, integer=True),
     "select.alphas": _POSITIVE, "select.seed": _interval(0, integer=True),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -23,7 +24,15 @@ from b2m.reconstruction.musicgen.batch import (FRAME_RATE, MANIFEST, MAX_DURATIO
                                                JobDataset, config_hash, plan_jobs, read_records, wav_ok,
                                                write_manifest)
 from b2m.reconstruction.musicgen.builders import build_generator
+from b2m.reconstruction.musicgen.probe import resolve_engine
 from b2m.reconstruction.selection import apply_selection, check_selection
+
+
+def probe_device(accelerator: str) -> torch.device:
+    """The device Lightning will generate on, for the engine probe (before the Trainer exists)."""
+    if accelerator == "gpu" or accelerator.startswith("cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def generate(cfg: DictConfig) -> dict:
@@ -46,7 +55,11 @@ def generate(cfg: DictConfig) -> dict:
     run = load_run(source.parent if source.name == PREDICTIONS else source) if cfg.select.method == "brain" else None
     lm, codec = build_generator(gen)
     jobs, preds = plan_jobs(gen, files, lm.cfg.cond_dim)
-    cfg_hash = config_hash(gen)
+    text_len = next(iter(preds.values())).shape[1]
+    n_steps = round(duration * FRAME_RATE) + lm.cfg.n_codebooks - 1
+    engine = resolve_engine(str(gen.precision), lm.cfg, probe_device(cfg.trainer.get("accelerator", "auto")),
+                            int(gen.batch_size), n_steps, text_len, float(gen.guidance_scale) > 1)
+    cfg_hash = config_hash(gen, engine)
     rate = int(codec.config.sampling_rate)
     n_wav = round(duration * FRAME_RATE) * int(rate // codec.config.frame_rate)
 
@@ -58,7 +71,7 @@ def generate(cfg: DictConfig) -> dict:
     # Planned before trainer.predict: DDP ranks start generating only once all of them got here.
     records = read_records(out_dir)
     todo = [job for job in jobs if not done(job, records)]
-    module = GenerationModule(lm, codec, gen, out_dir, cfg_hash, todo)
+    module = GenerationModule(lm, codec, gen, engine, out_dir, cfg_hash, todo)
     trainer = pl.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=cfg.trainer.get("devices", 1),
                          strategy=cfg.trainer.get("strategy", "auto"), logger=False, enable_checkpointing=False,
                          enable_model_summary=False, use_distributed_sampler=True)
@@ -78,4 +91,5 @@ def generate(cfg: DictConfig) -> dict:
         apply_selection(run, candidates, cfg.select, out_dir)
     trainer.strategy.barrier()
     return {"n_wavs": len(jobs), "n_generated": len(todo), "out_dir": str(out_dir), "config_hash": cfg_hash,
+            "precision": engine.precision, "attention": engine.attention,
             "manifest": str(out_dir / MANIFEST), "subjects": sorted(preds), "missing": len(missing)}

@@ -3,7 +3,8 @@
 Input: a training run's predictions (`b2m.core.runs`), `pred` float32 [N, L, D] per subject.
 Output: `<out_dir>/<subject>/<clip_id>_<k>.wav` (32 kHz, k < n_samples) and
 `<out_dir>/manifest.jsonl`, one JSON record per wav (`subject`, `clip_id`, `k`, `path`
-relative to out_dir, `seed`, `config_hash`, `input_hash`, `duration_s`). Every rank writes
+relative to out_dir, `seed`, `config_hash`, `input_hash`, `duration_s`, and the engine's resolved
+`precision` and `attention`). Every rank writes
 its records to a `.manifest.part-*.jsonl` after each batch, so a killed run keeps every
 finished wav; a rerun redoes only what is missing, corrupt (wrong frame count) or made
 with another configuration or input.
@@ -30,18 +31,19 @@ from b2m.core.clips import sanitise
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path, write_text
 from b2m.core.runs import read_predictions
-from b2m.reconstruction.musicgen.builders import auto_precision
 from b2m.reconstruction.musicgen.codec import decode_codes
 from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig
+from b2m.reconstruction.musicgen.probe import Engine
 from b2m.reconstruction import Reconstructions, check_files_exist
 
 MAX_DURATION_S = 30.0  # MusicGen's training context; longer needs windowed continuation
 FRAME_RATE = 50  # EnCodec 32 kHz frames per second
 MANIFEST = "manifest.jsonl"
 
-# Generator keys that change the audio; batch_size and n_samples do not change a given wav.
+# Generator keys that change the audio; batch_size and n_samples do not change a given wav. The
+# precision is hashed as resolved (`auto` is whatever the probe chose), with the attention kernel.
 _HASHED_KEYS = ("name", "weights", "format", "duration_s", "guidance_scale", "top_k", "top_p",
-                "temperature", "greedy", "precision", "seed")
+                "temperature", "greedy", "seed")
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,10 @@ def stable_seed(base_seed: int, subject: str, clip_id: str, k: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def config_hash(gen: DictConfig) -> str:
-    """Short hash of the generator settings that change the audio."""
+def config_hash(gen: DictConfig, engine: Engine) -> str:
+    """Short hash of the generator settings that change the audio, and of the engine that makes it."""
     values = {key: OmegaConf.to_container(gen, resolve=True).get(key) for key in _HASHED_KEYS}
+    values |= {"precision": engine.precision, "attention": engine.attention}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -110,12 +113,12 @@ class JobDataset(Dataset):
 class GenerationModule(pl.LightningModule):
     """Predict step = generate codes for a batch of jobs, decode them, write the wavs."""
 
-    def __init__(self, lm: MusicGenLM, codec: Any, gen: DictConfig, out_dir: Path, cfg_hash: str,
-                 jobs: list[Job]):
+    def __init__(self, lm: MusicGenLM, codec: Any, gen: DictConfig, engine: Engine, out_dir: Path,
+                 cfg_hash: str, jobs: list[Job]):
         super().__init__()
         self.jobs = jobs  # batches carry indices into this list
         self.lm, self.codec = lm.requires_grad_(False), codec.requires_grad_(False)
-        self.gen, self.out_dir, self.cfg_hash = gen, out_dir, cfg_hash
+        self.gen, self.engine, self.out_dir, self.cfg_hash = gen, engine, out_dir, cfg_hash
         self.n_frames = round(float(gen.duration_s) * FRAME_RATE)
         self.sampling = SamplingConfig(greedy=bool(gen.greedy), top_k=int(gen.top_k), top_p=float(gen.top_p),
                                        temperature=float(gen.temperature))
@@ -123,7 +126,7 @@ class GenerationModule(pl.LightningModule):
         self.part_path: Path | None = None
 
     def on_predict_start(self) -> None:
-        self.lm.set_precision(auto_precision(str(self.gen.precision), self.device))
+        self.engine.apply(self.lm)
         stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-rank{self.global_rank}"
         self.part_path = self.out_dir / f".manifest.part-{stamp}.jsonl"
 
@@ -138,7 +141,8 @@ class GenerationModule(pl.LightningModule):
         for job, wave in zip(jobs, waves):
             with atomic_path(self.out_dir / job.path) as tmp:
                 sf.write(str(tmp), wave, rate, subtype="PCM_16")
-            rec = asdict(job) | {"config_hash": self.cfg_hash, "duration_s": len(wave) / rate}
+            rec = asdict(job) | {"config_hash": self.cfg_hash, "duration_s": len(wave) / rate,
+                                 "precision": self.engine.precision, "attention": self.engine.attention}
             rec.pop("index")
             records.append(rec)
         self.records.extend(records)

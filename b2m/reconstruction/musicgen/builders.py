@@ -1,4 +1,4 @@
-"""Config to MusicGen engine: named random architectures, pretrained weights, the precision.
+"""Config to MusicGen engine: named random architectures, pretrained weights.
 
 `tiny` (tests, demo) and `small` (benchmarks) are random architectures (`b2m.targets.pretrained`,
 whose `encodec` and `musicgen_lm` spaces read the same models). Both build a transformers
@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from b2m.core.errors import B2MError
@@ -21,20 +20,6 @@ from b2m.reconstruction.musicgen.lm import MusicGenLM
 from b2m.reconstruction.musicgen.loaders import (codec_from_audiocraft, lm_from_audiocraft, lm_from_transformers,
                                                  load_transformers)
 from b2m.targets.pretrained import model_folder, random_musicgen
-
-def auto_precision(precision: str, device: torch.device) -> torch.dtype:
-    """fp32/bf16/fp16 by name; `auto`: bf16 where the device supports it, else fp16 (CUDA) or fp32."""
-    named = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision in named:
-        return named[precision]
-    if precision != "auto":
-        raise B2MError(f"generator.precision: {precision!r} is not one of auto, fp32, bf16, fp16")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
 
 def build_generator(gen: DictConfig) -> tuple[MusicGenLM, Any]:
     """(LM in fp32, EnCodec model) for `generator.name` tiny|small (random) or pretrained."""

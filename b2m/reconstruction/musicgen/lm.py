@@ -151,7 +151,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, state: "DecodeState", layer: int, kv_len: int | None,
                 causal_mask: torch.Tensor | None) -> torch.Tensor:
         """x [R, D] fp32 residual stream; rows [0, n_cond) are conditional, the rest null."""
-        dt = self.fc1.weight.dtype
+        dt = state.self_k[layer].dtype  # the compute dtype (weights may be int8)
         x = x + self.self_attn(self.ln_self(x).to(dt), state.self_k[layer], state.self_v[layer], state.t,
                                kv_len, causal_mask)
         n = state.n_cond  # x is a fresh tensor here, so the in-place update touches no cache
@@ -212,7 +212,8 @@ class MusicGenLM(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self.heads.weight.dtype
+        """The activations' dtype: the embeddings' (matrix weights may be stored as int8)."""
+        return self.emb[0].weight.dtype
 
     def set_precision(self, dtype: torch.dtype) -> "MusicGenLM":
         """Cast matrix weights and embeddings to `dtype` (once); layer norms stay fp32."""
