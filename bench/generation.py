@@ -1,8 +1,9 @@
 """Benchmark: the b2m engine vs transformers' MusicGen `generate`, and vs the matmul floor.
 
 Random weights of the musicgen-small architecture, guidance 3.0, top-k 250 sampling.
-For each (dtype, batch): a greedy parity check (fp32 only: codes equal for a few steps),
-then ms/step, seconds of audio per second, peak extra memory, and ratios:
+For each (dtype, batch), with the attention kernel that the engine's probe picks for it
+(`b2m.reconstruction.musicgen.probe`): a greedy parity check (fp32 only: codes equal for a
+few steps), then ms/step, seconds of audio per second, peak extra memory, and ratios:
 - `ours/floor`: the engine's step against its matrix products alone (every weight of
   the step read once, at the same rows and dtype): how close the loop is to the
   weight-streaming limit.
@@ -11,27 +12,36 @@ then ms/step, seconds of audio per second, peak extra memory, and ratios:
   rivals the weights (batch 32, 250 steps, bf16: ~0.8 GB per step vs 0.7 GB of weights).
 - `hf/ours`: speedup over transformers' generate at the same dtype and batch.
 - `vs hf fp32`: throughput over transformers' default (fp32) at the same batch.
+- Fidelity of each reduced precision (bf16, int8) against fp32 on the same items and seeds:
+  `tokens = fp32` (sampled codes equal to fp32's) and `acoustic dist`, the distance of the
+  decoded audio's log-mel band means and deviations (`b2m.targets.acoustic`; its modulation
+  bands need clips of 2 s or more) to fp32's, relative to the
+  distance between two fp32 draws of other seeds (1.0: as different as another sample).
 Also measured: how often bf16 tokens change when the same items run in another batch.
 
   python bench/generation.py                       # full table: 250 steps, batch 1 8 32, fp32 bf16
-  python bench/generation.py --steps 20 --batches 8 --dtypes bf16
+  python bench/generation.py --steps 20 --batches 8 --dtypes fp32 int8
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import threading
 import time
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy.signal import resample_poly
 
-from b2m.targets.pretrained import random_musicgen
-from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig
+from b2m.reconstruction.musicgen.codec import decode_codes
+from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig, attend
 from b2m.reconstruction.musicgen.loaders import lm_from_transformers
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from b2m.reconstruction.musicgen.precision import DTYPES, PRECISIONS, apply_precision
+from b2m.reconstruction.musicgen.probe import machine_key, resolve_engine
+from b2m.targets.acoustic import AcousticSpace
+from b2m.targets.pretrained import random_musicgen
 GUIDANCE = 3.0
 TEXT_LEN = 16  # conditioning tokens
 
@@ -95,15 +105,17 @@ def hf_generate(model, ids, mask, steps, greedy):
     model.audio_encoder.decode = keep_codes
     try:
         with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=mask, do_sample=not greedy, top_k=250,
-                           guidance_scale=GUIDANCE, max_new_tokens=steps)
+            sampling = {"do_sample": False} if greedy else {"do_sample": True, "top_k": 250}  # no top_k greedy
+            model.generate(input_ids=ids, attention_mask=mask, guidance_scale=GUIDANCE, max_new_tokens=steps,
+                           **sampling)
     finally:
         model.audio_encoder.decode = decode
     return captured["codes"]
 
 
 def attention_floor(lm: MusicGenLM, batch: int, steps: int, reps: int) -> float:
-    """Seconds per step for self-attention alone over a cache of the mean length (steps / 2), all layers."""
+    """Seconds per step for self-attention alone (the engine's kernel) over a cache of the mean length
+    (steps / 2), all layers."""
     cfg, dt, dev = lm.cfg, lm.compute_dtype, lm.heads.weight.device
     shape = (2 * batch, cfg.n_heads, max(1, steps // 2), cfg.dim // cfg.n_heads)
     caches = [(torch.randn(shape, dtype=dt, device=dev), torch.randn(shape, dtype=dt, device=dev))
@@ -113,27 +125,28 @@ def attention_floor(lm: MusicGenLM, batch: int, steps: int, reps: int) -> float:
         start = time.perf_counter()
         for _ in range(reps):
             for k, v in caches:
-                F.scaled_dot_product_attention(q, k, v)
+                attend(q, k, v, None, lm.blocks[0].self_attn.kernel)
         if dev.type == "cuda":
             torch.cuda.synchronize()
     return (time.perf_counter() - start) / reps
 
 
 def floor_step(lm: MusicGenLM, batch: int, reps: int) -> float:
-    """Seconds per step for the step's matrix products alone: each weight read once, same rows."""
+    """Seconds per step for the step's matrix products alone (the model's own layers, so int8 runs
+    its int8 kernel): each weight read once, same rows."""
     rows = 2 * batch
     dt, dev = lm.compute_dtype, lm.heads.weight.device
-    products = []  # (rows, weight)
+    products = []  # (rows, layer)
     for block in lm.blocks:
-        products += [(rows, block.self_attn.qkv.weight), (rows, block.self_attn.out.weight),
-                     (batch, block.cross_attn.q.weight), (batch, block.cross_attn.out.weight),
-                     (rows, block.fc1.weight), (rows, block.fc2.weight)]
-    products.append((rows, lm.heads.weight))
-    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=dt, device=dev) for _, w in products}
+        products += [(rows, block.self_attn.qkv), (rows, block.self_attn.out), (batch, block.cross_attn.q),
+                     (batch, block.cross_attn.out), (rows, block.fc1), (rows, block.fc2)]
+    products.append((rows, lm.heads))
+    inputs = {layer.weight.shape[1]: torch.randn(rows, layer.weight.shape[1], dtype=dt, device=dev)
+              for _, layer in products}
 
     def step():
-        for r, w in products:
-            F.linear(inputs[w.shape[1]][:r], w)
+        for r, layer in products:
+            layer(inputs[layer.weight.shape[1]][:r])
 
     with torch.no_grad():
         step()
@@ -151,72 +164,129 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=250, help="generation steps (50 per second of audio)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=PRECISIONS,
+                        help="fp32 runs first when listed: the others' fidelity is measured against it")
     parser.add_argument("--parity-steps", type=int, default=6)
     parser.add_argument("--drift-batch", type=int, default=8, help="batch for the bf16 batch-shape drift check")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers' generate timings")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved timing runs; the fastest is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="CUDA: run the step eagerly, not as a graph")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, steps {args.steps}, "
-          f"guidance {GUIDANCE}, top-k 250 sampling")
+    chip = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_key(device).split("|")[1]
+    print(f"torch {torch.__version__}, device {device} ({chip}), threads {torch.get_num_threads()}, "
+          f"steps {args.steps}, guidance {GUIDANCE}, top-k 250 sampling")
     hf = random_musicgen("small", seed=0).to(device)
-    ours = lm_from_transformers(hf, "random musicgen-small").to(device)
-    n_frames = args.steps - ours.cfg.n_codebooks + 1
+    base = lm_from_transformers(hf, "random musicgen-small").to(device)  # fp32; copied for each precision
+    n_frames = args.steps - hf.decoder.config.num_codebooks + 1
     sampling = SamplingConfig(top_k=250)
+    texts = {}  # batch -> (ids, mask, fp32 conditioning): the same items in every precision
+    for batch in args.batches:
+        ids = torch.randint(1, 32000, (batch, TEXT_LEN), generator=torch.Generator().manual_seed(batch)).to(device)
+        with torch.no_grad():
+            cond = hf.text_encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        texts[batch] = ids, torch.ones_like(ids), cond
     rows_out = []
+    codes: dict[tuple[str, int], torch.Tensor] = {}
     hf_fp32_ms: dict[int, float] = {}
-    for dtype_name in args.dtypes:
-        dtype = DTYPES[dtype_name]
-        ours.set_precision(dtype)
-        hf.to(dtype)
+    for dtype_name in sorted(args.dtypes, key=lambda d: d != "fp32"):
+        ours = apply_precision(copy.deepcopy(base), dtype_name)
+        hf_dtype = DTYPES.get(dtype_name)  # transformers has no int8 path here: no reference for it
+        if hf_dtype is not None:
+            hf.to(hf_dtype)
         for batch in args.batches:
-            ids = torch.randint(1, 32000, (batch, TEXT_LEN), device=device)
-            mask = torch.ones_like(ids)
-            with torch.no_grad():
-                cond = hf.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            ids, mask, cond = texts[batch]
+            engine = resolve_engine(dtype_name, ours.cfg, device, batch, args.steps, TEXT_LEN, True)
+            ours.set_attention(engine.attention)
             seeds = torch.arange(batch)
             parity = "-"
-            if dtype == torch.float32:
+            if dtype_name == "fp32":
                 ref = hf_generate(hf, ids[:2], mask[:2], args.parity_steps, greedy=True)
                 got = ours.generate(cond[:2], args.parity_steps - 3, guidance_scale=GUIDANCE,
                                     sampling=SamplingConfig(greedy=True))
                 parity = "equal" if torch.equal(ref.cpu(), got.cpu()) else "DIFFER"
+            reference = not args.no_reference and hf_dtype is not None
             ours.generate(cond, 2, guidance_scale=GUIDANCE, sampling=sampling, seeds=seeds)  # warm-up
-            if not args.no_reference:
+            if reference:
                 hf_generate(hf, ids, mask, 2, greedy=False)  # warm-up
             # Repeats interleave the contenders and keep each one's fastest run: on a shared
             # machine the minimum is the least disturbed measurement.
             t_ours = t_hf = floor = attn = float("inf")
             mem_ours = mem_hf = 0
             for _ in range(args.repeats):
-                _, t, m = timed(lambda: ours.generate(cond, n_frames, guidance_scale=GUIDANCE, sampling=sampling,
-                                                      seeds=seeds), device)
+                out, t, m = timed(lambda: ours.generate(cond, n_frames, guidance_scale=GUIDANCE, sampling=sampling,
+                                                        seeds=seeds, cuda_graph=not args.no_cuda_graph), device)
                 t_ours, mem_ours = min(t_ours, t), max(mem_ours, m)
                 floor = min(floor, floor_step(ours, batch, reps=5))
                 attn = min(attn, attention_floor(ours, batch, args.steps, reps=5))
-                if not args.no_reference:
+                if reference:
                     _, t, m = timed(lambda: hf_generate(hf, ids, mask, args.steps, greedy=False), device)
                     t_hf, mem_hf = min(t_hf, t), max(mem_hf, m)
+            codes[(dtype_name, batch)] = out.cpu()
             ms_ours, ms_floor, ms_attn = 1e3 * t_ours / args.steps, 1e3 * floor, 1e3 * attn
-            ms_hf = None if args.no_reference else 1e3 * t_hf / args.steps
-            if dtype == torch.float32 and ms_hf is not None:
+            ms_hf = 1e3 * t_hf / args.steps if reference else None
+            if dtype_name == "fp32" and ms_hf is not None:
                 hf_fp32_ms[batch] = ms_hf
             audio_s = batch * n_frames / 50
-            rows_out.append(dict(dtype=dtype_name, batch=batch, parity=parity, ms_ours=ms_ours, ms_hf=ms_hf,
-                                 ms_floor=ms_floor, ms_attn=ms_attn, xrt_ours=audio_s / t_ours,
+            rows_out.append(dict(dtype=dtype_name, attention=engine.attention, batch=batch, parity=parity,
+                                 ms_ours=ms_ours, ms_hf=ms_hf, ms_floor=ms_floor, ms_attn=ms_attn,
+                                 xrt_ours=audio_s / t_ours,
                                  xrt_hf=None if ms_hf is None else audio_s / (ms_hf * args.steps / 1e3),
-                                 mem_ours=mem_ours / 2**20, mem_hf=None if mem_hf is None else mem_hf / 2**20,
+                                 mem_ours=mem_ours / 2**20, mem_hf=None if ms_hf is None else mem_hf / 2**20,
                                  hf32=hf_fp32_ms.get(batch)))
             print_row(rows_out[-1], header=len(rows_out) == 1)
+    best_precision(rows_out)
+    hf.to(torch.float32)
+    if "fp32" in args.dtypes and len(args.dtypes) > 1:
+        fidelity(base, hf, texts, codes, n_frames, sampling)
     if "bf16" in args.dtypes:
-        batch_shape_drift(ours, hf, device, args.drift_batch, args.steps)
+        batch_shape_drift(apply_precision(base, "bf16"), hf, device, args.drift_batch, args.steps)
+
+
+def best_precision(rows: list[dict]) -> None:
+    """Per batch: the fastest of `auto`'s candidates (int8 apart: it trades fidelity) against
+    transformers' fp32 generate."""
+    for batch in sorted({r["batch"] for r in rows}):
+        for label, group in (("fastest exact precision", [r for r in rows if r["dtype"] != "int8"]),
+                             ("opt-in weight-only", [r for r in rows if r["dtype"] == "int8"])):
+            group = [r for r in group if r["batch"] == batch]
+            if not group:
+                continue
+            best = min(group, key=lambda r: r["ms_ours"])
+            vs = "-" if best["hf32"] is None else f"{best['hf32'] / best['ms_ours']:.2f}x"
+            print(f"batch {batch}: {label}: {best['dtype']} ({best['attention']} attention), "
+                  f"{best['ms_ours']:.1f} ms/step, {vs} transformers' fp32 generate")
+
+
+def fidelity(lm: MusicGenLM, hf, texts: dict, codes: dict, n_frames: int, sampling: SamplingConfig) -> None:
+    """Each reduced precision's sampled codes and decoded audio against fp32's (same items and seeds);
+    `lm` (fp32) draws the other-seed samples that set the scale."""
+    space = AcousticSpace(n_mels=64, n_groups=8)
+    rate = int(hf.audio_encoder.config.sampling_rate)
+
+    def embed(c: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            audio = decode_codes(hf.audio_encoder, c.to(hf.device)).float().cpu().numpy()
+        audio = resample_poly(audio, space.sample_rate, rate, axis=1)
+        return space.embed_batch(list(audio))[:, 0, :2 * space.n_mels]  # modulation bands need >= 2 s
+
+    print("\n| precision | batch | tokens = fp32 | acoustic dist (fp32, other seeds = 1) |\n|---|---|---|---|")
+    for (name, batch), c in codes.items():
+        if name == "fp32":
+            continue
+        ref = codes[("fp32", batch)]
+        _, _, cond = texts[batch]
+        other = lm.generate(cond, n_frames, guidance_scale=GUIDANCE, sampling=sampling,
+                            seeds=torch.arange(batch) + 10_000).cpu()
+        e_ref, e_got, e_other = embed(ref), embed(c), embed(other)
+        dist = np.linalg.norm(e_got - e_ref, axis=1).mean() / np.linalg.norm(e_other - e_ref, axis=1).mean()
+        print(f"| {name} | {batch} | {100 * (c == ref).float().mean().item():.1f}% | {dist:.2f} |")
 
 
 def fmt(value, spec):
@@ -225,13 +295,13 @@ def fmt(value, spec):
 
 def print_row(r: dict, header: bool) -> None:
     if header:
-        print("\n| dtype | batch | parity | ours ms/step | hf ms/step | floor ms/step | ours/floor | +attn ms "
+        print("\n| dtype | attention | batch | parity | ours ms/step | hf ms/step | floor ms/step | ours/floor | +attn ms "
               "| ours/(floor+attn) | hf/ours | vs hf fp32 | ours audio s/s | hf audio s/s | ours peak MiB "
               "| hf peak MiB |")
-        print("|" + "---|" * 15)
+        print("|" + "---|" * 16)
     hf_ratio = None if r["ms_hf"] is None else r["ms_hf"] / r["ms_ours"]
     vs32 = None if r["hf32"] is None else r["hf32"] / r["ms_ours"]
-    print(f"| {r['dtype']} | {r['batch']} | {r['parity']} | {r['ms_ours']:.1f} | {fmt(r['ms_hf'], '.1f')} | "
+    print(f"| {r['dtype']} | {r['attention']} | {r['batch']} | {r['parity']} | {r['ms_ours']:.1f} | {fmt(r['ms_hf'], '.1f')} | "
           f"{r['ms_floor']:.1f} | {r['ms_ours'] / r['ms_floor']:.2f} | {r['ms_attn']:.1f} | "
           f"{r['ms_ours'] / (r['ms_floor'] + r['ms_attn']):.2f} | {fmt(hf_ratio, '.2f')} | {fmt(vs32, '.2f')} | "
           f"{r['xrt_ours']:.2f} | {fmt(r['xrt_hf'], '.2f')} | {r['mem_ours']:.0f} | {fmt(r['mem_hf'], '.0f')} |",
@@ -239,11 +309,10 @@ def print_row(r: dict, header: bool) -> None:
 
 
 def batch_shape_drift(ours: MusicGenLM, hf, device, batch: int, steps: int) -> None:
-    """bf16: the first two items generated inside a batch of `batch` vs as a batch of 2, same seeds."""
-    ours.set_precision(torch.bfloat16)
+    """bf16 (`ours`): the first two items generated inside a batch of `batch` vs as a batch of 2, same seeds."""
     ids = torch.randint(1, 32000, (batch, TEXT_LEN), device=device)
     with torch.no_grad():
-        cond = hf.to(torch.float32).text_encoder(input_ids=ids).last_hidden_state
+        cond = hf.text_encoder(input_ids=ids).last_hidden_state
     n_frames = steps - 3
     seeds = torch.arange(batch) + 100
     sampling = SamplingConfig(top_k=250)
