@@ -26,7 +26,10 @@ VERBOSE_VARIABLE = "B2M_VERBOSE"
 log = logging.getLogger("b2m")
 # Loggers of the libraries whose info lines ("GPU available: False", tips) are noise to a b2m user.
 LIBRARIES = ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch", "transformers",
-             "huggingface_hub", "torch", "wandb", "urllib3", "matplotlib", "nilearn", "numba")
+             "huggingface_hub", "torch", "wandb", "urllib3", "matplotlib", "nilearn", "numba",
+             # torchao (the int8 reference, imported by transformers where installed) and the torch
+             # logger that it warns through, whose level torch sets itself
+             "torchao", "torch.utils._pytree")
 
 
 def setup(verbose: bool = False) -> None:
