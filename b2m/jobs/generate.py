@@ -42,7 +42,8 @@ def generate(cfg: DictConfig) -> dict:
     Under DDP every rank runs this function; the summary is complete on every rank.
     """
     check_values(cfg)
-    check_accelerator(cfg.trainer.get("accelerator", "auto"), "trainer.accelerator")
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    check_accelerator(accelerator, "trainer.accelerator")
     gen = cfg.generator
     duration = float(gen.duration_s)
     if not 0 < duration <= MAX_DURATION_S:
@@ -55,13 +56,13 @@ def generate(cfg: DictConfig) -> dict:
     run = load_run(source.parent if source.name == PREDICTIONS else source) if cfg.select.method == "brain" else None
     lm, codec = build_generator(gen)
     jobs, preds = plan_jobs(gen, files, lm.cfg.cond_dim)
+    n_frames = round(duration * FRAME_RATE)
     text_len = next(iter(preds.values())).shape[1]
-    n_steps = round(duration * FRAME_RATE) + lm.cfg.n_codebooks - 1
-    engine = resolve_engine(str(gen.precision), lm.cfg, probe_device(cfg.trainer.get("accelerator", "auto")),
-                            int(gen.batch_size), n_steps, text_len, float(gen.guidance_scale) > 1)
+    engine = resolve_engine(str(gen.precision), lm.cfg, probe_device(accelerator), int(gen.batch_size),
+                            n_frames + lm.cfg.n_codebooks - 1, text_len, float(gen.guidance_scale) > 1)
     cfg_hash = config_hash(gen, engine)
     rate = int(codec.config.sampling_rate)
-    n_wav = round(duration * FRAME_RATE) * int(rate // codec.config.frame_rate)
+    n_wav = n_frames * int(rate // codec.config.frame_rate)
 
     def done(job: Job, records: dict) -> bool:
         rec = records.get((job.subject, job.clip_id, job.k))
@@ -72,7 +73,7 @@ def generate(cfg: DictConfig) -> dict:
     records = read_records(out_dir)
     todo = [job for job in jobs if not done(job, records)]
     module = GenerationModule(lm, codec, gen, engine, out_dir, cfg_hash, todo)
-    trainer = pl.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=cfg.trainer.get("devices", 1),
+    trainer = pl.Trainer(accelerator=accelerator, devices=cfg.trainer.get("devices", 1),
                          strategy=cfg.trainer.get("strategy", "auto"), logger=False, enable_checkpointing=False,
                          enable_model_summary=False, use_distributed_sampler=True)
     if todo:
