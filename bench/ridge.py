@@ -33,7 +33,7 @@ NOTES = """notes:
   RidgeCV; b2m and himalaya use the same contiguous K folds and score (mean validation MSE).
 - sklearn: RidgeCV(alpha_per_target=True) selects alphas by efficient leave-one-out (GCV), not
   K-fold (with cv=K it has no per-target alphas), so its alphas are expected to differ.
-- ratio = (fit + predict) / himalaya's; max rel pred diff = max |pred - pred_himalaya| /
+- fit and predict: the fastest of {repeats} runs in one process; ratio = (fit + predict) / himalaya's; max rel pred diff = max |pred - pred_himalaya| /
   max |pred_himalaya| over the test predictions; peak RSS includes the inputs each worker loads.
 - workers ran with OMP_WAIT_POLICY={omp}, torch threads = {threads}."""
 
@@ -77,20 +77,22 @@ def build(solver: str, alphas: np.ndarray, n_folds: int, n_samples: int, n_featu
     return RidgeCV(alphas=alphas, alpha_per_target=True, fit_intercept=True)
 
 
-def run_worker(solver: str, folder: Path, alphas: np.ndarray, n_folds: int) -> None:
+def run_worker(solver: str, folder: Path, alphas: np.ndarray, n_folds: int, repeats: int) -> None:
     """Fit and predict with one solver; save its alphas and predictions; print timings."""
     X_train = np.load(folder / "X_train.npy")
     Y_train = np.load(folder / "Y_train.npy")
     X_test = np.load(folder / "X_test.npy")
     inputs_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = build(solver, alphas, n_folds, *X_train.shape)
-
-    start = time.perf_counter()
-    model.fit(X_train, Y_train)
-    fit_s = time.perf_counter() - start
-    start = time.perf_counter()
-    prediction = np.asarray(model.predict(X_test), dtype=np.float32)
-    predict_s = time.perf_counter() - start
+    fit_s = predict_s = float("inf")
+    for _ in range(repeats):  # the fastest run: the first one also pays one-off library set-up
+        model = None  # the previous fit's memory is freed first: the peak is one fit's
+        model = build(solver, alphas, n_folds, *X_train.shape)
+        start = time.perf_counter()
+        model.fit(X_train, Y_train)
+        fit_s = min(fit_s, time.perf_counter() - start)
+        start = time.perf_counter()
+        prediction = np.asarray(model.predict(X_test), dtype=np.float32)
+        predict_s = min(predict_s, time.perf_counter() - start)
 
     chosen = model.alpha_ if solver == "sklearn" else model.best_alphas_
     np.save(folder / f"{solver}_alphas.npy", np.asarray(chosen, dtype=np.float64))
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--test-samples", type=int, default=240, help="held-out samples to predict")
     parser.add_argument("--alphas", type=int, default=10, help="size of the alpha grid, log-spaced 1e1..1e8")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="fits per solver; the fastest is reported")
     parser.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS))
     parser.add_argument("--real", choices=("mean", "fir"), help="the decoder's real size (see above)")
     parser.add_argument("--worker", choices=SOLVERS, help=argparse.SUPPRESS)
@@ -131,19 +134,19 @@ def main() -> None:
     alphas = np.logspace(1, 8, args.alphas)
 
     if args.worker:
-        run_worker(args.worker, args.data, alphas, args.folds)
+        run_worker(args.worker, args.data, alphas, args.folds, args.repeats)
         return
 
     with tempfile.TemporaryDirectory(prefix="b2m_bench_ridge_") as tmp:
         folder = Path(tmp)
         make_problem(args, folder)
-        # On a shared CPU, OpenMP's spinning barriers make torch's eigh several times slower
-        # for every solver; passive waiting avoids that. Same setting for all workers.
-        worker_env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        # The caller's OpenMP settings, the same for every worker: OMP_WAIT_POLICY=PASSIVE made
+        # torch's CPU eigh (himalaya's) 4x slower on a quiet 2-core EPYC, so none is forced here.
+        worker_env = dict(os.environ)
         results = {}
         for solver in args.solvers:
             command = [sys.executable, __file__, "--worker", solver, "--data", tmp,
-                       "--alphas", str(args.alphas), "--folds", str(args.folds)]
+                       "--alphas", str(args.alphas), "--folds", str(args.folds), "--repeats", str(args.repeats)]
             done = subprocess.run(command, capture_output=True, text=True, env=worker_env)
             if done.returncode != 0:
                 sys.exit(f"{solver} failed:\n{done.stderr}")
@@ -175,7 +178,7 @@ def main() -> None:
             diff_equal = f"{np.abs(r['prediction'] - ref_pred)[:, equal].max(initial=0) / scale:.2e}"
         print(f"| {solver} | {r['fit_s']:.2f} | {r['predict_s']:.2f} | {ratio} | {r['peak_mb']:.0f} | "
               f"{r['peak_mb'] - r['inputs_mb']:.0f} | {agree} | {diff} | {diff_equal} |")
-    print(NOTES.format(omp=worker_env["OMP_WAIT_POLICY"], threads=torch_threads()))
+    print(NOTES.format(repeats=args.repeats, omp=worker_env.get("OMP_WAIT_POLICY", "unset"), threads=torch_threads()))
 
 
 if __name__ == "__main__":

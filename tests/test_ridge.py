@@ -94,6 +94,36 @@ def test_kernel_and_primal_forms_agree():
     np.testing.assert_allclose(primal.coef_, kernel.coef_, rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_kernel_form_keeps_dual_weights(fit_intercept):
+    X, Y, X_test = make_data(20, 60, 5)
+    model = RidgeCV(alphas=ALPHAS, dtype="float64", solver="kernel", fit_intercept=fit_intercept).fit(X, Y)
+    assert model.dual_coef_.shape == (20, 5) and model.X_fit_.shape == (20, 60)
+    x_mean = X.mean(0) if fit_intercept else 0.0
+    np.testing.assert_allclose(model.X_fit_, X - x_mean, rtol=1e-12)
+    np.testing.assert_allclose(model.coef_, model.X_fit_.T @ model.dual_coef_, rtol=1e-10)
+    np.testing.assert_allclose(model.predict(X_test), (X_test @ model.coef_ + model.intercept_).astype(np.float32),
+                               rtol=1e-5)
+    expected = model.predict(X_test)
+    X[:] = 0.0  # the model holds its own copy of the training features, never the caller's array
+    np.testing.assert_array_equal(model.predict(X_test), expected)
+
+    primal = RidgeCV(alphas=ALPHAS, dtype="float64", solver="primal").fit(X_test, Y[:15])
+    assert primal.dual_coef_ is None and primal.X_fit_ is None
+
+
+def test_coef_before_fit_raises():
+    with pytest.raises(AttributeError, match="RidgeCV is not fitted"):
+        RidgeCV().coef_
+
+
+def test_huge_finite_values_are_not_taken_for_infinite():
+    # Their sum overflows float32; the finite check must not read that as an infinite input.
+    X = np.full((4, 3), 3e38, dtype=np.float32)
+    tensor = RidgeCV()._to_tensor(X, "X")
+    assert tensor.shape == (4, 3) and bool(torch.isfinite(tensor).all())
+
+
 @pytest.mark.parametrize("shape", [(60, 20, 8), (40, 100, 8)])
 def test_float32_close_to_float64(shape):
     X, Y, X_test = make_data(*shape)

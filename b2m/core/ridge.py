@@ -90,6 +90,10 @@ class RidgeCV:
         best_alphas_: [T] chosen alpha per target (float64, values of the grid;
             all equal without alpha_per_target).
         coef_: [F, T] weights; intercept_: [T] (zeros without fit_intercept).
+        dual_coef_: [N, T] dual weights and X_fit_: [N, F] the (centred) training features,
+            in kernel form (else None): predictions are ``X X_fit_^T dual_coef_ + intercept_``,
+            as himalaya's ``KernelRidgeCV``, and ``coef_ = X_fit_^T dual_coef_`` is only
+            formed when read: with N < T that product costs more than the whole fit.
         cv_scores_: [n_alphas, T] validation score averaged over folds (float64).
         solver_: "kernel" or "primal", the form used.
     """
@@ -164,26 +168,49 @@ class RidgeCV:
             best = (scores + tie_break).argmax(0)
         else:
             best = (scores.mean(1, keepdim=True) + tie_break).argmax(0).expand(Y.shape[1])
-        coef = self._refit(X, Y, kernel, alphas[best])
-        intercept = y_mean - x_mean @ coef if self.fit_intercept else torch.zeros_like(coef[0])
+        weights = self._refit(X, Y, kernel, alphas[best])
+        if kernel is None:
+            self._coef, self.dual_coef_, self.X_fit_ = weights.cpu().numpy(), None, None
+            x_weights = x_mean @ weights if self.fit_intercept else None
+        else:
+            # No [F, T] product here: predictions go through the training samples (see coef_).
+            X_fit = X if self.fit_intercept else X.clone()  # never a view of the caller's array
+            self._coef, self.dual_coef_, self.X_fit_ = None, weights.cpu().numpy(), X_fit.cpu().numpy()
+            x_weights = (x_mean @ X_fit.T) @ weights if self.fit_intercept else None
+        intercept = y_mean - x_weights if self.fit_intercept else torch.zeros_like(weights[0])
 
         # The grid values themselves, not their float32 roundings.
         self.best_alphas_ = np.asarray(self.alphas, dtype=np.float64)[best.cpu().numpy()]
         self.cv_scores_ = scores.cpu().numpy()
-        self.coef_ = coef.cpu().numpy()
         self.intercept_ = intercept.cpu().numpy()
         self.n_features_in_ = n_features
         return self
 
+    @property
+    def coef_(self) -> np.ndarray:
+        """[F, T] weights. In kernel form they are formed on first access, ``X_fit_^T dual_coef_``
+        (2 N F T flops, [F, T] of memory), and kept."""
+        if not hasattr(self, "intercept_"):
+            raise AttributeError("RidgeCV is not fitted: call fit(X, Y) first")
+        if self._coef is None:
+            with torch.no_grad():
+                X_fit = torch.as_tensor(self.X_fit_, device=self.device)
+                self._coef = (X_fit.T @ torch.as_tensor(self.dual_coef_, device=self.device)).cpu().numpy()
+        return self._coef
+
     @torch.no_grad()
     def predict(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
         """[N, F] features -> [N, T] float32 predictions."""
-        if not hasattr(self, "coef_"):
+        if not hasattr(self, "intercept_"):
             raise ValueError("RidgeCV is not fitted: call fit(X, Y) first")
         X = self._to_tensor(X, "X")
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}")
-        coef = torch.as_tensor(self.coef_, device=X.device)
+        if self._coef is None:  # kernel form: [N_test, N] kernel against the training samples
+            X = X @ torch.as_tensor(self.X_fit_, device=X.device).T
+            coef = torch.as_tensor(self.dual_coef_, device=X.device)
+        else:
+            coef = torch.as_tensor(self._coef, device=X.device)
         intercept = torch.as_tensor(self.intercept_, device=X.device)
         return (X @ coef + intercept).to(torch.float32).cpu().numpy()
 
@@ -214,7 +241,8 @@ class RidgeCV:
         if tensor.ndim != 2:
             raise ValueError(f"{name} must be 2-D [samples, {'features' if name == 'X' else 'targets'}], "
                              f"got shape {tuple(tensor.shape)}")
-        if not torch.isfinite(tensor).all():
+        # One sum first: finite for finite data unless it overflows, 10x cheaper than the full mask.
+        if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).any(1).sum())
             raise ValueError(f"{name} contains NaN or infinite values (in {bad} of {tensor.shape[0]} "
                              "samples); remove or impute them first")
@@ -271,22 +299,21 @@ class RidgeCV:
     def _refit(
         self, X: torch.Tensor, Y: torch.Tensor, kernel: torch.Tensor | None, alphas: torch.Tensor
     ) -> torch.Tensor:
-        """Weights [F, T] on all (already centred) samples, one alpha per target."""
+        """On all (already centred) samples, one alpha per target: the weights [F, T] in primal
+        form, the dual weights [N, T] in kernel form (weights = X^T dual)."""
         if kernel is None:
             s, Q = _eigh(_gram(X.T))
-            P, to_coef = (X @ Q).T, Q
+            P, basis = (X @ Q).T, Q
         else:
             s, V = _eigh(kernel)
-            P, to_coef = V.T, V
+            P, basis = V.T, V
         s = s.clamp_min(0)
-        coef = torch.empty(X.shape[1], Y.shape[1], dtype=X.dtype, device=X.device)
+        weights = torch.empty(basis.shape[0], Y.shape[1], dtype=X.dtype, device=X.device)
         chunk = max(1, _BLOCK_ELEMENTS // max(X.shape))
         for start in range(0, Y.shape[1], chunk):
             cols = slice(start, start + chunk)
-            weights = to_coef @ ((P @ Y[:, cols]) / (s[:, None] + alphas[None, cols]))
-            # In kernel form these are dual weights [N, T]; X^T maps them to features.
-            coef[:, cols] = weights if kernel is None else X.T @ weights
-        return coef
+            weights[:, cols] = basis @ ((P @ Y[:, cols]) / (s[:, None] + alphas[None, cols]))
+        return weights
 
 
 def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
