@@ -75,20 +75,51 @@ def test_losses_match_references():
     assert float(cosine_loss(torch.tensor(p), torch.tensor(t))) == pytest.approx(1 - np.mean((pn * tn).sum(1)))
 
 
-def test_ridge_decoder_equals_the_solver():
+@pytest.mark.parametrize("target_shape, form", [((1, 5), "primal"), ((2, 100), "kernel")])
+def test_ridge_decoder_equals_the_solver(tmp_path, target_shape, form):
+    """Few targets keep coef [F, T]; many (N (F + T) < F T) keep the dual weights [N, T] and the
+    training features [N, F]. Either way the decoder predicts as the solver, and the fit survives a
+    state dict and a safetensors round trip into a decoder that was built unfitted."""
+    from omegaconf import OmegaConf
+
+    from b2m.decoders import load_decoder, save_decoder
+
     rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(60, 3, 40)).astype(np.float32), rng.normal(size=(60, 1, 5)).astype(np.float32)
+    n_out = target_shape[0] * target_shape[1]
+    x, y = rng.normal(size=(60, 3, 40)).astype(np.float32), rng.normal(size=(60, *target_shape)).astype(np.float32)
     cfg = compose("train", ["decoder.n_folds=3", "decoder.features=fir", "decoder.voxels=all",
                             "decoder.alpha_per_target=true", "decoder.scoring=neg_mse"]).decoder
-    decoder = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
+    decoder = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=target_shape)
     decoder.fit_closed_form(0, x, y)
+    expected_rows = {"primal": (120, 0), "kernel": (60, 60)}[form]
+    assert (decoder.coef_0.shape[0], decoder.train_features_0.shape[0]) == expected_rows
+    assert decoder.coef_0.shape[1] == n_out and decoder.train_features_0.shape[1] == 120
     ridge = RidgeCV(alphas=list(cfg.alphas), n_folds=3).fit(x.reshape(60, -1), y.reshape(60, -1))
-    np.testing.assert_allclose(decoder(torch.from_numpy(x), 0).detach().numpy().reshape(60, -1),
-                               ridge.predict(x.reshape(60, -1)), rtol=1e-5, atol=1e-6)
-    state = decoder.state_dict()  # the fit lives in buffers, so a checkpoint holds it
-    other = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
-    other.load_state_dict(state)
-    assert torch.equal(other(torch.from_numpy(x), 0), decoder(torch.from_numpy(x), 0))
+    x_new = torch.from_numpy(rng.normal(size=(9, 3, 40)).astype(np.float32))
+    got = decoder(x_new, 0).detach()
+    np.testing.assert_allclose(got.numpy().reshape(9, -1), ridge.predict(x_new.numpy().reshape(9, -1)),
+                               rtol=1e-4, atol=1e-5)
+    other = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=target_shape)
+    other.load_state_dict(decoder.state_dict())  # the fit lives in buffers, so a checkpoint holds it
+    assert torch.equal(other(x_new, 0), got)
+    OmegaConf.save(OmegaConf.create({"decoder": cfg}), tmp_path / "config.yaml")
+    save_decoder(tmp_path, decoder)
+    assert torch.equal(load_decoder(tmp_path)(x_new, 0), got)
+
+
+def test_ridge_checkpoint_of_another_size_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+
+    from b2m.decoders import load_decoder, save_decoder
+
+    cfg = compose("train", ["decoder.features=fir", "decoder.voxels=all"]).decoder
+    decoder = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(1, 5))
+    decoder.fit_closed_form(0, np.random.default_rng(0).normal(size=(30, 3, 40)), np.ones((30, 1, 5)))
+    save_decoder(tmp_path, decoder)
+    OmegaConf.save(OmegaConf.create({"decoder": {**OmegaConf.to_container(cfg), "features": "mean"}}),
+                   tmp_path / "config.yaml")
+    with pytest.raises(B2MError, match="decoder.safetensors: tensors do not fit the config's decoder"):
+        load_decoder(tmp_path)
 
 
 def sklearn_encoding_weights(x, y, alphas, n_folds):

@@ -58,7 +58,10 @@ def load_decoder(run_dir: str | Path) -> Decoder:
     except Exception as err:  # safetensors raises its own types for truncated or foreign files
         raise B2MError(f"{path}: not a b2m decoder file ({' '.join(str(err).split())[:200]})") from None
     decoder = build_decoder(OmegaConf.load(config).decoder, n_voxels, n_window, tuple(target_shape))
-    missing, unexpected = decoder.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
+    try:
+        missing, unexpected = decoder.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
+    except RuntimeError as err:  # torch's size mismatch: the file and the config describe different decoders
+        raise B2MError(f"{path}: tensors do not fit the config's decoder ({' '.join(str(err).split())[:200]})") from None
     if missing or unexpected:
         raise B2MError(f"{path}: tensors do not fit the config's decoder (missing {missing[:3]}, "
                        f"unexpected {unexpected[:3]})")

@@ -63,10 +63,18 @@ def encoding_weights(x: np.ndarray, y: np.ndarray, alphas: Sequence[float], n_fo
 
 
 class RidgeDecoder(Decoder):
-    """Per subject s: `y = window_features(x * voxel_weight[s]) @ coef[s] + intercept[s]`, `coef[s]`
-    `[F_s, L * D]`, `voxel_weight[s]` `[V_s]`.
+    """Per subject s, with `f = window_features(x * voxel_weight[s])` `[B, F_s]` and
+    `voxel_weight[s]` `[V_s]`, in one of the ridge's two forms (T = L * D):
 
-    The weights are buffers, so a checkpoint holds the fitted decoder.
+    - primal: `y = f @ coef[s] + intercept[s]`, `coef[s]` `[F_s, T]`, `train_features[s]` `[0, F_s]`;
+    - kernel: `y = (f @ train_features[s]^T) @ coef[s] + intercept[s]`, `coef[s]` `[N, T]` the dual
+      weights and `train_features[s]` `[N, F_s]` the centred training features (`RidgeCV`'s kernel
+      form), kept when `N (F_s + T) < F_s T`: at the real size (60k voxels x delays, a few hundred
+      clips) that is several times fewer numbers to store and to multiply than `coef` `[F_s, T]`.
+
+    The form is told by the shapes: kernel when `coef[s]` and `train_features[s]` have as many rows
+    (an unfitted decoder is the kernel form with N = 0, which predicts the zero intercept). The
+    weights are buffers, so a checkpoint holds the fitted decoder in whichever form it was fitted.
     """
 
     closed_form = True
@@ -83,7 +91,8 @@ class RidgeDecoder(Decoder):
         n_out = self.target_shape[0] * self.target_shape[1]
         for s, v in enumerate(self.n_voxels):
             self.register_buffer(f"voxel_weight_{s}", torch.ones(v))
-            self.register_buffer(f"coef_{s}", torch.zeros(n_features(features, n_window, v), n_out))
+            self.register_buffer(f"coef_{s}", torch.zeros(0, n_out))
+            self.register_buffer(f"train_features_{s}", torch.zeros(0, n_features(features, n_window, v)))
             self.register_buffer(f"intercept_{s}", torch.zeros(n_out))
             self.register_buffer(f"alphas_{s}", torch.zeros(n_out))
 
@@ -97,12 +106,42 @@ class RidgeDecoder(Decoder):
                         alpha_per_target=hp.alpha_per_target, scoring=hp.scoring)
         features = window_features(torch.as_tensor(np.asarray(x, np.float32)) * weight, hp.features)
         ridge.fit(features, np.asarray(y).reshape(len(y), -1))
-        getattr(self, f"coef_{subject}").copy_(torch.from_numpy(ridge.coef_))
+        (n, f), t = features.shape, ridge.intercept_.shape[0]
+        if ridge.dual_coef_ is not None and n * (f + t) < f * t:
+            coef, train_features = ridge.dual_coef_, ridge.X_fit_
+        else:
+            coef, train_features = ridge.coef_, np.zeros((0, f))
+        self._set_weights(subject, torch.as_tensor(coef, dtype=torch.float32),
+                          torch.as_tensor(train_features, dtype=torch.float32))
         getattr(self, f"intercept_{subject}").copy_(torch.from_numpy(ridge.intercept_))
         getattr(self, f"alphas_{subject}").copy_(torch.from_numpy(ridge.best_alphas_))
 
+    def _set_weights(self, subject: int, coef: torch.Tensor, train_features: torch.Tensor) -> None:
+        """Replace subject `subject`'s `coef` and `train_features` buffers (their shapes change with the form)."""
+        device = self._buffers[f"intercept_{subject}"].device
+        self._buffers[f"coef_{subject}"] = coef.to(device)
+        self._buffers[f"train_features_{subject}"] = train_features.to(device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A checkpoint may hold either form: take its shapes when they are one of the two forms
+        # of this decoder; anything else is left to torch's size-mismatch error.
+        for s in range(len(self.n_voxels)):
+            coef, feats = state_dict.get(f"{prefix}coef_{s}"), state_dict.get(f"{prefix}train_features_{s}")
+            if coef is None or feats is None or coef.ndim != 2 or feats.ndim != 2:
+                continue
+            own = self._buffers[f"coef_{s}"]
+            n_out, n_in = own.shape[1], self._buffers[f"train_features_{s}"].shape[1]
+            kernel = coef.shape[0] == feats.shape[0]
+            primal = feats.shape[0] == 0 and coef.shape[0] == n_in
+            if coef.shape[1] == n_out and feats.shape[1] == n_in and (kernel or primal):
+                self._set_weights(s, own.new_empty(coef.shape), own.new_empty(feats.shape))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor, subject: int) -> torch.Tensor:
-        coef = getattr(self, f"coef_{subject}")
+        coef, train_features = getattr(self, f"coef_{subject}"), getattr(self, f"train_features_{subject}")
         x = x.to(coef.dtype) * getattr(self, f"voxel_weight_{subject}")
-        out = window_features(x, self.hparams.features) @ coef + getattr(self, f"intercept_{subject}")
+        features = window_features(x, self.hparams.features)
+        if coef.shape[0] == train_features.shape[0]:  # kernel form: through the training samples
+            features = features @ train_features.T
+        out = features @ coef + getattr(self, f"intercept_{subject}")
         return out.reshape(len(x), *self.target_shape)
