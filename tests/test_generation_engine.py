@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
+from b2m.reconstruction.musicgen import lm as lm_module
 from b2m.reconstruction.musicgen import probe
 from b2m.reconstruction.musicgen.batch import config_hash
+from b2m.reconstruction.musicgen.lm import ATTENTION_KERNELS
 from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 from b2m.reconstruction.musicgen.precision import Int8Linear, apply_precision
 from b2m.reconstruction.musicgen.probe import PROBE_FILE, Engine, resolve_engine
@@ -67,7 +69,8 @@ def probe_args(reference, precision="auto"):
 
 def test_auto_picks_the_fastest_measured_candidate_and_caches_it(reference, tmp_path, monkeypatch):
     monkeypatch.setenv("B2M_CACHE", str(tmp_path))
-    measured = {("fp32", "sdpa"): 3.0, ("fp32", "matmul"): 2.0, ("bf16", "sdpa"): 4.0, ("bf16", "matmul"): 1.0}
+    measured = {("fp32", "sdpa"): 3.0, ("fp32", "matmul"): 2.0, ("fp32", "fused"): 2.5,
+                ("bf16", "sdpa"): 4.0, ("bf16", "matmul"): 1.0, ("bf16", "fused"): 1.5}
     calls = []
 
     def fake_time(cfg, engine, *args):
@@ -77,26 +80,42 @@ def test_auto_picks_the_fastest_measured_candidate_and_caches_it(reference, tmp_
     monkeypatch.setattr(probe, "supported", lambda device: ["bf16", "fp32"])
     monkeypatch.setattr(probe, "time_step", fake_time)
     assert resolve_engine(**probe_args(reference)) == Engine("bf16", "matmul")
-    assert len(calls) == 4
+    assert len(calls) == 6  # every supported precision with every CPU kernel
     cache = json.loads((tmp_path / PROBE_FILE).read_text())
     (entry,) = cache.values()
     assert entry["choice"] == "bf16/matmul" and entry["seconds_per_step"]["fp32/sdpa"] == 3.0
     assert resolve_engine(**probe_args(reference)) == Engine("bf16", "matmul")
-    assert len(calls) == 4  # the second call read the cache
+    assert len(calls) == 6  # the second call read the cache
     assert resolve_engine(**probe_args(reference, "fp32")) == Engine("fp32", "matmul")  # a fixed precision
-    assert {e.precision for e in calls[4:]} == {"fp32"} and len(calls) == 6
+    assert {e.precision for e in calls[6:]} == {"fp32"} and len(calls) == 9
     (tmp_path / PROBE_FILE).write_text("{not json")
     assert resolve_engine(**probe_args(reference)) == Engine("bf16", "matmul")  # a damaged cache: probe again
-    assert len(calls) == 10
+    assert len(calls) == 15
+
+
+def test_a_fused_kernel_that_does_not_compile_is_left_out(reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("B2M_CACHE", str(tmp_path))
+
+    def no_compiler():
+        def fail(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore lines")
+        return fail
+
+    monkeypatch.setattr(lm_module, "_compiled_attention", no_compiler)
+    engine = resolve_engine(**probe_args(reference, "fp32"))
+    assert engine.precision == "fp32" and engine.attention in ("sdpa", "matmul")
+    (entry,) = json.loads((tmp_path / PROBE_FILE).read_text()).values()
+    assert set(entry["seconds_per_step"]) == {"fp32/sdpa", "fp32/matmul"}
+    assert entry["unavailable"] == {"fp32/fused": "RuntimeError: InvalidCxxCompiler: No working C++ compiler found"}
 
 
 def test_probe_times_real_steps(reference, tmp_path, monkeypatch):
     monkeypatch.setenv("B2M_CACHE", str(tmp_path))
     args = probe_args(reference, "int8")
     engine = resolve_engine(**args)
-    assert engine.precision == "int8" and engine.attention in ("sdpa", "matmul")
+    assert engine.precision == "int8" and engine.attention in ATTENTION_KERNELS
     (entry,) = json.loads((tmp_path / PROBE_FILE).read_text()).values()
-    assert set(entry["seconds_per_step"]) == {"int8/sdpa", "int8/matmul"}
+    assert set(entry["seconds_per_step"]) == {"int8/sdpa", "int8/matmul", "int8/fused"} and not entry["unavailable"]
     assert all(math.isfinite(s) and s > 0 for s in entry["seconds_per_step"].values())  # timings recorded
 
 

@@ -5,7 +5,8 @@ import torch
 
 from b2m.reconstruction.musicgen.codec import decode_codes
 from b2m.targets.pretrained import random_musicgen
-from b2m.reconstruction.musicgen.lm import SamplingConfig, attend, delay_pattern_valid, keyed_uniform, sample
+from b2m.reconstruction.musicgen.lm import (ATTENTION_KERNELS, SamplingConfig, attend, delay_pattern_valid,
+                                            keyed_uniform, sample)
 from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 
 GREEDY = SamplingConfig(greedy=True)
@@ -69,7 +70,7 @@ def test_step_logits_match_transformers_fp32(reference, text):
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["sdpa", "matmul"])
+@pytest.mark.parametrize("kernel", ATTENTION_KERNELS)
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_greedy_codes_identical_to_transformers(reference, text, guidance, kernel):
     ids, mask, cond = text
@@ -86,22 +87,27 @@ def test_greedy_codes_identical_to_transformers(reference, text, guidance, kerne
     assert torch.equal(ours, ref)
 
 
+@pytest.mark.parametrize("kernel", ["matmul", "fused"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_matmul_attention_matches_sdpa_with_masks(dtype):
+def test_attention_kernels_match_sdpa_with_masks_and_cache_views(kernel, dtype):
     gen = torch.Generator().manual_seed(4)
-    q, k, v = (torch.randn(shape, generator=gen).to(dtype) for shape in ((3, 2, 1, 8), (3, 2, 5, 8), (3, 2, 5, 8)))
-    masks = [None, torch.tensor([True] * 3 + [False] * 2).view(1, 1, 1, 5),  # causal: one mask for all rows
-             torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 0, 1]]).bool().view(3, 1, 1, 5)]
-    for mask in masks:
-        ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
-        got = attend(q, k, v, mask, "matmul")
-        assert got.shape == ref.shape and got.dtype == dtype
-        tol = 1e-6 if dtype == torch.float32 else 2e-2
-        torch.testing.assert_close(got.float(), ref, rtol=tol, atol=tol)
+    q = torch.randn(3, 2, 1, 8, generator=gen).to(dtype)
+    cache_k, cache_v = (torch.randn(3, 2, 9, 8, generator=gen).to(dtype) for _ in range(2))
+    for length in (1, 5, 7):  # growing views of one cache, as the decode loop reads it
+        k, v = cache_k[:, :, :length], cache_v[:, :, :length]
+        masks = [None, (torch.arange(length) < max(1, length - 2)).view(1, 1, 1, length),  # one mask for all rows
+                 torch.rand(3, 1, 1, length, generator=gen) < 0.6]
+        masks[2][..., 0] = True  # every row attends somewhere
+        for mask in masks:
+            ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+            got = attend(q, k, v, mask, kernel)
+            assert got.shape == ref.shape and got.dtype == dtype
+            tol = 1e-6 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(got.float(), ref, rtol=tol, atol=tol)
 
 
 def test_unknown_attention_kernel_is_refused(reference):
-    with pytest.raises(ValueError, match="attention kernel 'flash' is not one of sdpa, matmul"):
+    with pytest.raises(ValueError, match="attention kernel 'flash' is not one of sdpa, matmul, fused"):
         lm_from_transformers(reference).set_attention("flash")
 
 

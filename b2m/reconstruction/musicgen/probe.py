@@ -2,11 +2,14 @@
 
 Which is fastest depends on the machine: bf16 ran 2-3x faster than fp32 on one 2-core AMD
 EPYC and 1.35x slower on a 2-core Intel Xeon with the same instruction flags, and CPU SDPA
-loses to plain products in bf16 but not always in fp32. So nothing is guessed: each
-candidate (precision x attention kernel) runs a few steps of a model with the real widths,
+loses to plain products in bf16 but not always in fp32, while the compiled `fused` kernel
+wins only once the cache is long enough to outweigh its call overhead (batch 32, bf16: slower
+at 30 steps, 1.4x faster at 250). So nothing is guessed: each
+candidate (precision x attention kernel, `lm.attention_kernels`) runs a few steps of a model with the real widths,
 PROBE_LAYERS layers of random weights, at the real batch rows and at mid-generation (the
 mean KV-cache length); the fastest wins. A fixed precision (fp32, bf16, fp16, int8) only
-probes the kernel.
+probes the kernel. A `fused` candidate whose compilation fails is left out (the reason is
+kept in the cache under `unavailable`).
 
 Results are cached in `<cache_root>/engine_probe.json`, keyed by the machine (CPU model or
 GPU name, torch threads, torch version), the model widths, rows and steps: a machine probes a
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 
 from b2m.core.io import write_text
-from b2m.reconstruction.musicgen.lm import ATTENTION_KERNELS, LMConfig, MusicGenLM
+from b2m.reconstruction.musicgen.lm import LMConfig, MusicGenLM, attention_kernels
 from b2m.reconstruction.musicgen.precision import apply_precision, supported
 from b2m.targets.pretrained import cache_root
 
@@ -101,9 +104,17 @@ def resolve_engine(precision: str, cfg: LMConfig, device: torch.device, batch: i
         except (json.JSONDecodeError, OSError):
             cache = {}  # a damaged cache is only a cache: probe again
         if key not in cache:
-            timings = {f"{p}/{a}": time_step(cfg, Engine(p, a), device, batch, n_steps, text_len, guidance)
-                       for p in precisions for a in ATTENTION_KERNELS}
-            cache[key] = {"choice": min(timings, key=timings.get), "seconds_per_step": timings}
+            timings, unavailable = {}, {}
+            for engine in (Engine(p, a) for p in precisions for a in attention_kernels(device)):
+                name = f"{engine.precision}/{engine.attention}"
+                try:
+                    timings[name] = time_step(cfg, engine, device, batch, n_steps, text_len, guidance)
+                except RuntimeError as err:  # torch.compile's failures (no C++ compiler, say) are RuntimeErrors
+                    if engine.attention != "fused":
+                        raise
+                    unavailable[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+            cache[key] = {"choice": min(timings, key=timings.get), "seconds_per_step": timings,
+                          "unavailable": unavailable}
             write_text(path, json.dumps(cache, indent=1, sort_keys=True))
     choice = cache[key]["choice"]
     precision_name, attention = choice.split("/")
