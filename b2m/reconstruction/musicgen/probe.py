@@ -11,7 +11,7 @@ mean KV-cache length); the fastest wins. A fixed precision (fp32, bf16, fp16, in
 probes the kernel. A `fused` candidate whose compilation fails is left out (the reason is
 kept in the cache under `unavailable`).
 
-Results are cached in `<cache_root>/engine_probe.json`, keyed by the machine (CPU model or
+Results are cached in `<cache_root>/engine_probe.json`, keyed by the candidates, the machine (CPU model or
 GPU name, torch threads, torch version), the model widths, rows and steps: a machine probes a
 shape once, and DDP ranks on one machine, which wait on a file lock, agree on the choice.
 """
@@ -91,7 +91,8 @@ def resolve_engine(precision: str, cfg: LMConfig, device: torch.device, batch: i
                    text_len: int, guidance: bool) -> Engine:
     """The Engine for `precision` (a name or `auto`), probing (or reading the cache) as needed."""
     precisions = supported(device) if precision == "auto" else [precision]
-    key = json.dumps({"machine": machine_key(device), "precisions": precisions, "dim": cfg.dim,
+    kernels = attention_kernels(device)
+    key = json.dumps({"machine": machine_key(device), "precisions": precisions, "kernels": kernels, "dim": cfg.dim,
                       "heads": cfg.n_heads, "ffn": cfg.ffn_dim, "card": cfg.card, "codebooks": cfg.n_codebooks,
                       "batch": batch, "steps": n_steps, "text_len": text_len, "guidance": guidance},
                      sort_keys=True)
@@ -105,7 +106,7 @@ def resolve_engine(precision: str, cfg: LMConfig, device: torch.device, batch: i
             cache = {}  # a damaged cache is only a cache: probe again
         if key not in cache:
             timings, unavailable = {}, {}
-            for engine in (Engine(p, a) for p in precisions for a in attention_kernels(device)):
+            for engine in (Engine(p, a) for p in precisions for a in kernels):
                 name = f"{engine.precision}/{engine.attention}"
                 try:
                     timings[name] = time_step(cfg, engine, device, batch, n_steps, text_len, guidance)
