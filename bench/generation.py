@@ -24,9 +24,11 @@ few steps), then ms/step, seconds of audio per second, peak extra memory, and ra
   bands need clips of 2 s or more) to fp32's, relative to the
   distance between two fp32 draws of other seeds (1.0: as different as another sample).
 Also measured: how often bf16 tokens change when the same items run in another batch.
+`--attention-only STEPS...` prints only self-attention per kernel at those cache lengths.
 
   python bench/generation.py                       # full table: 250 steps, batch 1 8 32, fp32 bf16
   python bench/generation.py --steps 20 --batches 8 --dtypes fp32 int8
+  python bench/generation.py --attention-only 15 125 750 --batches 8 32
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import math
 import os
 import threading
 import time
@@ -43,7 +46,7 @@ import torch
 from scipy.signal import resample_poly
 
 from b2m.reconstruction.musicgen.codec import decode_codes
-from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig, attend
+from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig, attend, attention_kernels
 from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 from b2m.reconstruction.musicgen.precision import DTYPES, PRECISIONS, apply_precision
 from b2m.reconstruction.musicgen.probe import machine_key, resolve_engine
@@ -120,22 +123,43 @@ def hf_generate(model, ids, mask, steps, greedy):
     return captured["codes"]
 
 
-def attention_floor(lm: MusicGenLM, batch: int, steps: int, reps: int) -> float:
-    """Seconds per step for self-attention alone (the engine's kernel) over a cache of the mean length
-    (steps / 2), all layers."""
+def attention_floor(lm: MusicGenLM, batch: int, length: int, reps: int, kernel: str | None = None) -> float:
+    """Seconds per step for self-attention alone over a cache of `length` steps, all layers (the
+    engine's kernel unless `kernel` is given). Each layer has its own cache, as in the step, up to
+    2 GiB in all; past that 4 caches (each then far larger than a CPU's last-level cache) are cycled."""
     cfg, dt, dev = lm.cfg, lm.compute_dtype, lm.heads.weight.device
-    shape = (2 * batch, cfg.n_heads, max(1, steps // 2), cfg.dim // cfg.n_heads)
+    kernel = kernel or lm.blocks[0].self_attn.kernel
+    shape = (2 * batch, cfg.n_heads, max(1, length), cfg.dim // cfg.n_heads)
+    layer_bytes = 2 * math.prod(shape) * torch.tensor([], dtype=dt).element_size()
+    n_caches = cfg.n_layers if cfg.n_layers * layer_bytes <= 2**31 else 4
     caches = [(torch.randn(shape, dtype=dt, device=dev), torch.randn(shape, dtype=dt, device=dev))
-              for _ in range(cfg.n_layers)]
+              for _ in range(n_caches)]
     q = torch.randn(shape[0], shape[1], 1, shape[3], dtype=dt, device=dev)
     with torch.no_grad():
+        attend(q, *caches[0], None, kernel)  # compiles `fused` for this layout, outside the timing
         start = time.perf_counter()
         for _ in range(reps):
-            for k, v in caches:
-                attend(q, k, v, None, lm.blocks[0].self_attn.kernel)
+            for layer in range(cfg.n_layers):
+                attend(q, *caches[layer % len(caches)], None, kernel)
         if dev.type == "cuda":
             torch.cuda.synchronize()
     return (time.perf_counter() - start) / reps
+
+
+def attention_table(base: MusicGenLM, dtypes: list[str], batches: list[int], lengths: list[int],
+                    device: torch.device) -> None:
+    """Self-attention alone, every kernel the probe may pick, per compute dtype, batch and cache length."""
+    kernels = attention_kernels(device)
+    print(f"\n| dtype | batch | cached steps | {' | '.join(f'{k} ms/step' for k in kernels)} | fastest |")
+    print("|" + "---|" * (len(kernels) + 4))
+    for dtype_name in [d for d in dtypes if d != "int8"]:  # int8 attends in bf16
+        lm = apply_precision(copy.deepcopy(base), dtype_name)
+        for batch in batches:
+            for length in lengths:
+                ms = {k: 1e3 * attention_floor(lm, batch, length, reps=3, kernel=k) for k in kernels}
+                cells = " | ".join(f"{ms[k]:.1f}" for k in kernels)
+                print(f"| {dtype_name} | {batch} | {length} | {cells} | {min(ms, key=ms.get)} |", flush=True)
+        del lm
 
 
 def floor_step(lm: MusicGenLM, batch: int, reps: int) -> float:
@@ -182,6 +206,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-cuda-graph", action="store_true", help="CUDA: run the step eagerly, not as a graph")
+    parser.add_argument("--attention-only", type=int, nargs="+", metavar="STEPS",
+                        help="only the attention kernels' table, at these cache lengths (steps)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,6 +219,9 @@ def main() -> None:
           f"steps {args.steps}, guidance {GUIDANCE}, top-k 250 sampling")
     hf = random_musicgen("small", seed=0).to(device)
     base = lm_from_transformers(hf, "random musicgen-small").to(device)  # fp32; copied for each precision
+    if args.attention_only:
+        attention_table(base, args.dtypes, args.batches, args.attention_only, device)
+        return
     n_frames = args.steps - hf.decoder.config.num_codebooks + 1
     sampling = SamplingConfig(top_k=250)
     texts = {}  # batch -> (ids, mask, fp32 conditioning): the same items in every precision
@@ -238,7 +267,7 @@ def main() -> None:
                                                         seeds=seeds, cuda_graph=not args.no_cuda_graph), device)
                 t_ours, mem_ours = min(t_ours, t), max(mem_ours, m)
                 floor = min(floor, floor_step(ours, batch, reps=5))
-                attn = min(attn, attention_floor(ours, batch, args.steps, reps=5))
+                attn = min(attn, attention_floor(ours, batch, args.steps // 2, reps=5))
                 if reference:
                     _, t, m = timed(lambda: hf_generate(hf, ids, mask, args.steps, greedy=False), device)
                     t_hf, mem_hf = min(t_hf, t), max(mem_hf, m)

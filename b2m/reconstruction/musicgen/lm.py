@@ -74,9 +74,10 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torc
       ms/step) but not always in fp32.
     - `fused`: the same attention in fp32 arithmetic, compiled by torch.compile into loops that
       read the keys and values once and materialise no [R, H, T, d] product. On a 2-core CPU
-      in bf16 it is 2-7x faster than `matmul` (rows 64, 750 cached steps: 10 vs 73 ms a layer,
-      where reading the cache takes about 18). Compiled once per process (seconds, cached on
-      disk by inductor); it needs a C++ compiler, and the probe drops it where compiling fails.
+      in bf16 it is 2-4x faster than `matmul` (batch 32, 750 cached steps, 24 layers: 232 vs
+      1007 ms), but each call costs ~0.1 ms more, so short caches may not gain. Compiled once per
+      process (seconds, cached on disk by inductor); it needs a C++ compiler, and the probe
+      drops it where compiling fails.
 
     Which is fastest depends on the device, dtype and shape, so the precision probe
     (`b2m.reconstruction.musicgen.probe`) picks.

@@ -1,11 +1,11 @@
 """`generator.precision: auto`: the fastest precision and attention kernel, measured here.
 
 Which is fastest depends on the machine: bf16 ran 2-3x faster than fp32 on one 2-core AMD
-EPYC and 1.35x slower on a 2-core Intel Xeon with the same instruction flags, and CPU SDPA
-loses to plain products in bf16 but not always in fp32, while the compiled `fused` kernel
-wins only once the cache is long enough to outweigh its call overhead (batch 32, bf16: slower
-at 30 steps, 1.4x faster at 250). So nothing is guessed: each
-candidate (precision x attention kernel, `lm.attention_kernels`) runs a few steps of a model with the real widths,
+EPYC and 1.35x slower on a 2-core Intel Xeon with the same instruction flags, CPU SDPA loses
+to plain products in bf16 but not always in fp32, and the compiled `fused` kernel wins only
+once the cache is long enough to outweigh its call overhead (batch 32, bf16: even at 30
+steps, 1.4x faster at 250). So nothing is guessed: each candidate (precision x attention
+kernel, `lm.attention_kernels`) runs a few steps of a model with the real widths,
 PROBE_LAYERS layers of random weights, at the real batch rows and at mid-generation (the
 mean KV-cache length); the fastest wins. A fixed precision (fp32, bf16, fp16, int8) only
 probes the kernel. A `fused` candidate whose compilation fails is left out (the reason is
