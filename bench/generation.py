@@ -130,7 +130,7 @@ def attention_floor(lm: MusicGenLM, batch: int, length: int, reps: int, kernel: 
     cfg, dt, dev = lm.cfg, lm.compute_dtype, lm.heads.weight.device
     kernel = kernel or lm.blocks[0].self_attn.kernel
     shape = (2 * batch, cfg.n_heads, max(1, length), cfg.dim // cfg.n_heads)
-    layer_bytes = 2 * math.prod(shape) * torch.tensor([], dtype=dt).element_size()
+    layer_bytes = 2 * math.prod(shape) * dt.itemsize
     n_caches = cfg.n_layers if cfg.n_layers * layer_bytes <= 2**31 else 4
     caches = [(torch.randn(shape, dtype=dt, device=dev), torch.randn(shape, dtype=dt, device=dev))
               for _ in range(n_caches)]

@@ -11,9 +11,10 @@ mean KV-cache length); the fastest wins. A fixed precision (fp32, bf16, fp16, in
 probes the kernel. A `fused` candidate whose compilation fails is left out (the reason is
 kept in the cache under `unavailable`).
 
-Results are cached in `<cache_root>/engine_probe.json`, keyed by the candidates, the machine (CPU model or
-GPU name, torch threads, torch version), the model widths, rows and steps: a machine probes a
-shape once, and DDP ranks on one machine, which wait on a file lock, agree on the choice.
+Results are cached in `<cache_root>/engine_probe.json`, keyed by the candidates, the machine
+(CPU model or GPU name, torch threads, torch version), the model widths, rows and steps: a
+machine probes a shape once, and DDP ranks on one machine, which wait on a file lock, agree on
+the choice.
 """
 
 from __future__ import annotations
