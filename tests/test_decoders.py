@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from b2m.core import outputs
 from b2m.core.config import compose
 from b2m.core.errors import B2MError
 from b2m.decoders import build_decoder
@@ -176,6 +177,7 @@ def test_ridge_decoder_rejects_unknown_choices(key, value):
 KILL_SCRIPT = """
 import os, signal, sys
 from pytorch_lightning.callbacks import Callback
+from b2m.core import outputs
 from b2m.core.config import compose
 from b2m.jobs.train import train
 
@@ -257,4 +259,4 @@ def test_ddp_preset_trains_on_two_processes(tmp_path):
     assert "MEMBER: 2/2" in proc.stderr  # really two ranks
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test/id_acc"] <= 1.0 and (out / "checkpoints" / "best.ckpt").is_file()
-    assert not list(out.glob(".*"))
+    assert [p.name for p in out.glob(".*")] == [outputs.MARKER]  # no temporaries

@@ -17,6 +17,7 @@ string.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.resources
 import itertools
 from pathlib import Path
@@ -31,6 +32,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+import yaml
 
 from b2m.core.errors import B2MError
 
@@ -310,14 +312,48 @@ def group_config(group: str, choice: str) -> DictConfig:
     return cfg[group] if group in cfg and len(cfg) == 1 else cfg
 
 
+def _targets(obj: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """`(dotted key, value)` of every `_target_` at any depth of a plain config (dicts and lists)."""
+    if isinstance(obj, dict):
+        if "_target_" in obj:
+            yield f"{where}._target_", obj["_target_"]
+        for key, value in obj.items():
+            yield from _targets(value, f"{where}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from _targets(value, f"{where}[{i}]")
+
+
+@functools.cache
+def packaged_targets() -> frozenset[str]:
+    """Every `_target_` that a packaged config names: the only code a config may ask to build."""
+    return frozenset(str(target) for path in config_dir().rglob("*.yaml")
+                     for _, target in _targets(yaml.safe_load(path.read_text()), path.stem))
+
+
+def check_targets(cfg: DictConfig, what: str) -> None:
+    """A B2MError naming the first `_target_` (at any depth of `cfg`) that no packaged config names.
+
+    A config can come from a run folder someone shared, and Hydra's `instantiate` calls whatever
+    `_target_` names (`numpy.load` of a pickle, `shutil.copyfile`, ...): only the classes of b2m's own
+    configs may be built. A new class gets a config file under `b2m/conf/<group>/` to be allowed.
+    """
+    for key, target in _targets(OmegaConf.to_container(cfg, resolve=False), what):
+        if target not in packaged_targets():
+            raise B2MError(f"config: {key}: {target!r} is not a class of b2m's packaged configs (b2m/conf); "
+                           f"a config may only build those")
+
+
 def instantiate(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
     """The object a config section names with `_target_`, built with its keys and `kwargs`.
 
     `what` names the section in errors (`target`, `decoder`). Keys a constructor does not
-    take are a B2MError naming the section, as is a section without `_target_`.
+    take are a B2MError naming the section, as is a section without `_target_` and any
+    `_target_` that is not one of the packaged configs' (`check_targets`).
     """
     if not isinstance(cfg, DictConfig) or "_target_" not in cfg:
         raise B2MError(f"config: {what} has no _target_ (the class it builds)")
+    check_targets(cfg, what)
     try:
         return hydra_instantiate(cfg, _convert_="all", **kwargs)
     except HydraException as err:

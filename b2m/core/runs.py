@@ -87,7 +87,7 @@ def check_config(out_dir: str | Path, cfg: DictConfig) -> None:
     """
     path = Path(out_dir) / CONFIG
     if path.is_file():
-        old = OmegaConf.to_container(_read_config(path), resolve=True)
+        old = OmegaConf.to_container(read_config(path), resolve=True)
         key = _first_difference(old, OmegaConf.to_container(cfg, resolve=True))
         if key is not None:
             raise B2MError(f"{path}: out_dir holds a run with another config ({key} differs); "
@@ -185,7 +185,7 @@ def load_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise B2MError(f"{path}: training run folder not found: no sub-*.npz prediction files (run train.py first)")
     subjects = {f.stem: read_predictions(f) for f in prediction_files(path)}
-    cfg = _read_config(path / CONFIG)
+    cfg = read_config(path / CONFIG)
     for key in ("data", "target"):
         if key not in cfg:
             raise B2MError(f"{path / CONFIG}: no '{key}' section")
@@ -198,13 +198,35 @@ def load_run(path: str | Path) -> Run:
     return Run(path, cfg, subjects, table, training)
 
 
-def _read_config(path: Path) -> DictConfig:
+def read_config(path: Path) -> DictConfig:
+    """A run's `config.yaml`; unreadable, not a mapping, or edited to hold interpolations: a B2MError."""
     if not path.is_file():
         raise B2MError(f"{path}: the run's resolved config is missing")
     try:
-        return OmegaConf.load(path)
+        cfg = OmegaConf.load(path)
     except Exception as err:  # omegaconf raises yaml and its own errors
         raise B2MError(f"{path}: unreadable config ({str(err).splitlines()[0]})") from None
+    if not isinstance(cfg, DictConfig):
+        raise B2MError(f"{path}: the run's config is not a mapping")
+    # The config is saved resolved: an interpolation in it was put there by hand, and could read the
+    # environment (`${oc.env:...}`) into outputs that are shared.
+    interpolated = _first_interpolation(OmegaConf.to_container(cfg, resolve=False))
+    if interpolated is not None:
+        raise B2MError(f"{path}: {interpolated} holds an interpolation (${{...}}); a run's config is saved "
+                       f"resolved, so this one was edited")
+    return cfg
+
+
+def _first_interpolation(obj, prefix: str = "") -> str | None:
+    """The dotted key of the first string value holding `${`, or None."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        name = f"{prefix}{key}"
+        found = _first_interpolation(value, name + ".") if isinstance(value, (dict, list)) else (
+            name if isinstance(value, str) and "${" in value else None)
+        if found is not None:
+            return found
+    return None
 
 
 def _read_clips(path: Path) -> tuple[dict[str, Clip], dict[str, list[str]]]:

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from b2m.core.config import instantiate
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path
+from b2m.core.runs import read_config
 from b2m.decoders.base import Decoder
 
 DECODER_FILE = "decoder.safetensors"
@@ -57,7 +58,7 @@ def load_decoder(run_dir: str | Path) -> Decoder:
         n_window = int(meta["n_window"])
     except Exception as err:  # safetensors raises its own types for truncated or foreign files
         raise B2MError(f"{path}: not a b2m decoder file ({' '.join(str(err).split())[:200]})") from None
-    decoder = build_decoder(OmegaConf.load(config).decoder, n_voxels, n_window, tuple(target_shape))
+    decoder = build_decoder(read_config(config).decoder, n_voxels, n_window, tuple(target_shape))
     try:
         missing, unexpected = decoder.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
     except RuntimeError as err:  # torch's size mismatch: the file and the config describe different decoders

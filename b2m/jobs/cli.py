@@ -24,8 +24,9 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from b2m.core import log
+from b2m.core import log, outputs
 from b2m.core.config import check_overrides
 from b2m.core.errors import B2MError
 from b2m.core.io import locked
@@ -87,12 +88,20 @@ JOBS: dict[str, Callable[[DictConfig], None]] = {
 }
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """A B2MError if `out_dir` cannot be a job's output folder (a file, or a folder that is not writable)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise B2MError(f"{out_dir}: out_dir is a file, not a folder")
-    if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
-        raise B2MError(f"{out_dir}: out_dir is not writable")
+# Job name -> the config keys of the folders and files it reads, which its out_dir must stay apart from.
+INPUTS: dict[str, tuple[str, ...]] = {
+    "train": (), "evaluate": ("run", "retrieval", "generated", "listening"), "generate": ("predictions",),
+    "retrieve": ("run", "database"),
+}
+
+
+def resolve(cfg: DictConfig) -> None:
+    """Resolve every `${...}` interpolation of `cfg` in place; one that cannot be resolved is a B2MError."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        raise B2MError(f"config: {key + ': ' if key else ''}{str(err).splitlines()[0]}") from None
 
 
 def run(job: str, argv: Sequence[str] | None = None) -> int:
@@ -111,23 +120,31 @@ def run(job: str, argv: Sequence[str] | None = None) -> int:
         return 2
 
     def task(cfg: DictConfig) -> Any:
-        out_dir = Path(cfg.out_dir)
-        created = not out_dir.exists()
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             print(f"job {HydraConfig.get().job.num}: {' '.join(HydraConfig.get().overrides.task)}", flush=True)
             cfg.out_dir = HydraConfig.get().runtime.output_dir
-            out_dir, created = Path(cfg.out_dir), True
-        OmegaConf.resolve(cfg)
         try:
-            check_out_dir(out_dir)
+            resolve(cfg)
+        except B2MError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        out_dir = Path(cfg.out_dir)
+        created = not out_dir.exists() or HydraConfig.get().mode == RunMode.MULTIRUN
+        had_marker = (out_dir / outputs.MARKER).exists()
+        try:
+            inputs = {key: Path(str(cfg[key])) for key in INPUTS[job] if cfg.get(key) is not None}
             # DDP ranks after the first run inside the first rank's job, which holds the lock.
             with locked(out_dir) if os.environ.get("LOCAL_RANK", "0") == "0" else contextlib.nullcontext():
+                outputs.check_out_dir(out_dir, job, inputs)
+                # The job marks out_dir as its own once its input is checked (`outputs.mark`).
                 JOBS[job](cfg)
         except B2MError as err:
             print(f"error: {err}", file=sys.stderr)
             # A job validates before it writes; a folder this call made (Hydra's, or a job's) goes too.
             if created and out_dir.is_dir():
                 shutil.rmtree(out_dir)
+            elif not had_marker:
+                outputs.unmark(out_dir)
             raise SystemExit(2) from None
 
     main = hydra.main(version_base=None, config_path="pkg://b2m.conf", config_name=job)(task)

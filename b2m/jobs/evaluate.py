@@ -20,9 +20,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from b2m.core import outputs
 from b2m.core.config import check_values, choices
 from b2m.core.errors import B2MError
-from b2m.core.io import replace_folder, write_json
+from b2m.core.io import write_json
 from b2m.core.runs import load_run
 from b2m.data.bids import subject_label
 from b2m.jobs import tracking
@@ -58,16 +59,16 @@ def evaluate(cfg: DictConfig) -> dict:
     # Listening-test results are read now: a bad file is an error before anything is written.
     listening = read_listening(Path(str(cfg.listening)), float(cfg.ci_level)) if cfg.listening else {}
     recon = read_reconstructions(cfg, run)
-    if work.exists():  # left by a killed evaluation
-        shutil.rmtree(work)
+    outputs.remove_output(work, "evaluate")  # left by a killed evaluation
     spaces = {name: reconstruction_space(name, run) for name in cfg.spaces} if recon else {}
 
     try:
+        outputs.mark(work, "evaluate")
         metrics = _write(cfg, run, recon, spaces, listening, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    replace_folder(work, final)
+    outputs.replace_output(work, final, "evaluate")
     if cfg.wandb:
         tracking.log_evaluation(run.cfg, run.path, metrics)
     return metrics

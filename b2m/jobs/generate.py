@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from b2m.core import outputs
 from b2m.core.config import check_accelerator, check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import PREDICTIONS, load_run, prediction_files
@@ -70,6 +71,7 @@ def generate(cfg: DictConfig) -> dict:
                 and wav_ok(out_dir / job.path, n_wav, rate))
 
     # Planned before trainer.predict: DDP ranks start generating only once all of them got here.
+    outputs.mark(out_dir, "generate")
     records = read_records(out_dir)
     todo = [job for job in jobs if not done(job, records)]
     module = GenerationModule(lm, codec, gen, engine, out_dir, cfg_hash, todo)

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from b2m.core import outputs
 from b2m.core.config import check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import load_run
@@ -33,6 +34,7 @@ def retrieve(cfg: DictConfig) -> dict[str, Any]:
     if not database.is_dir():
         raise B2MError(f"{database}: database folder not found")
     index_dir = Path(cfg.index_dir) if cfg.get("index_dir") else out_dir / "index"
+    outputs.mark(out_dir, "retrieve")
     summary = build_index(database, index_dir, space)
     if summary["files"] == 0:
         raise B2MError(f"{database}: no readable audio file to retrieve from")

@@ -30,7 +30,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from b2m.core import runs
+from b2m.core import outputs, runs
 from b2m.jobs import tracking
 from b2m.core.config import check_accelerator, check_values
 from b2m.core.errors import B2MError
@@ -142,6 +142,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
                        f"{cfg.data.val_fraction}); early stopping on val/id_acc needs them: add training runs "
                        f"or raise data.val_fraction")
     # Bad input fails above, before anything is written to out_dir.
+    outputs.mark(out_dir, "train")
     if cfg.get("restart", False):
         runs.clear_run(out_dir)
     runs.write_config(out_dir, cfg)

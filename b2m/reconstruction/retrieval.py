@@ -118,7 +118,26 @@ def track_key(name: str) -> str:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of an index's `.jsonl`; a damaged one is a B2MError naming it."""
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise B2MError(f"{path}: unreadable index part ({err}); delete it to redo that chunk") from None
+    if not all(isinstance(r, dict) and isinstance(r.get("path"), str) for r in records):
+        raise B2MError(f"{path}: an index part holds a record without a path; delete it to redo that chunk")
+    return records
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """An index's `index.json`; a damaged one is a B2MError naming it."""
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict) or not isinstance(meta.get("audio_root"), str):
+            raise ValueError("no audio_root")
+        int(np.prod(meta["shape"]))
+        return meta
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise B2MError(f"{path}: not a retrieval index description ({err}); use another index folder") from None
 
 
 def _complete_parts(index_dir: Path) -> list[Path]:
@@ -147,9 +166,9 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     meta = _index_meta(space, audio_dir)
     meta_path = index_dir / INDEX_FILE
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if (old["cache_key"], old["audio_root"]) != (meta["cache_key"], meta["audio_root"]):
-            raise B2MError(f"{meta_path}: index was built with space {old['cache_key']} over {old['audio_root']}, "
+        old = _read_meta(meta_path)
+        if (old.get("cache_key"), old["audio_root"]) != (meta["cache_key"], meta["audio_root"]):
+            raise B2MError(f"{meta_path}: index was built with space {old.get('cache_key')} over {old['audio_root']}, "
                            f"not {meta['cache_key']} over {meta['audio_root']}; use another index folder")
     else:
         write_json(meta_path, meta)
@@ -202,6 +221,18 @@ def _embed_chunk(space: EmbeddingSpace, audio_dir: Path, files: Sequence[Path]
     return entries, emb.astype(np.float32)
 
 
+def _entry_path(part: Path, entry: Any) -> str:
+    """An index entry's path relative to the audio root, as `build_index` writes it; one that could leave
+    the root (absolute, `..`, hidden) is a B2MError: an index folder can come from someone else."""
+    path = entry.get("path") if isinstance(entry, dict) else None
+    parts = path.split("/") if isinstance(path, str) else []
+    if not parts or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") or p.startswith(".")
+                                                                for p in parts):
+        raise B2MError(f"{part}: index entry {path!r} is not a path inside the audio folder; the index is "
+                       f"damaged or foreign, rebuild it")
+    return path
+
+
 class RetrievalIndex:
     """Database embeddings `[M, F]` (F = L * D) and their audio paths, ready for cosine top-k.
 
@@ -242,13 +273,17 @@ class RetrievalIndex:
         meta_path = index_dir / INDEX_FILE
         if not meta_path.is_file():
             raise B2MError(f"{index_dir}: not a retrieval index (no {INDEX_FILE}); build it first")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path)
         root = Path(meta["audio_root"])
         dim = int(np.prod(meta["shape"]))
         chunks, paths = [np.zeros((0, dim), np.float32)], []
         for part in _complete_parts(index_dir):
-            chunks.append(np.load(part.with_suffix(".npy"), allow_pickle=False))
-            paths.extend(str(root / e["path"]) for e in _read_jsonl(part) if "error" not in e)
+            try:
+                chunks.append(np.load(part.with_suffix(".npy"), allow_pickle=False))
+            except (OSError, ValueError, EOFError) as err:
+                raise B2MError(f"{part.with_suffix('.npy')}: unreadable index part ({err}); delete "
+                               f"{part.name} to redo that chunk") from None
+            paths.extend(str(root / _entry_path(part, e)) for e in _read_jsonl(part) if "error" not in e)
         embeddings = np.concatenate(chunks)
         if len(paths) != len(embeddings) or embeddings.shape[1] != dim:
             raise B2MError(f"{index_dir}: {len(paths)} files but embeddings {embeddings.shape}; "
