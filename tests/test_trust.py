@@ -196,3 +196,93 @@ def test_a_damaged_index_is_one_error_naming_the_file(tmp_path, damage):
     (index / damage).write_bytes(b"\x93NUMPY{" if damage.endswith(".npy") else b"{\"trunc")
     with pytest.raises(B2MError, match=damage.split("/")[-1]):
         RetrievalIndex.load(index)
+
+
+# ----------------------------------------------------------------- silently wrong results, tracebacks
+@pytest.mark.parametrize("tr", [True, float("inf"), float("nan"), 0, -1.5, "1.5"])
+def test_a_repetition_time_that_is_not_a_finite_positive_number_is_refused(tmp_path, tr):
+    from b2m.data.bids import Run, repetition_time
+
+    sidecar = tmp_path / "sub-001_task-Test_run-01_bold.json"
+    sidecar.write_text(json.dumps({"RepetitionTime": tr}))  # Infinity and NaN as Python's json writes them
+    run = Run("sub-001", "Test", 1, tmp_path / "bold.nii", tmp_path / "events.tsv", sidecar)
+    with pytest.raises(B2MError, match="RepetitionTime missing or not a finite positive number"):
+        repetition_time(run)
+
+
+def test_a_path_template_replaces_only_the_subject():
+    from b2m.data.nifti import subject_path
+
+    assert subject_path("/d/{0}/{sub}/{subject}_mask.nii.gz", "sub-002") == Path("/d/{0}/{sub}/sub-002_mask.nii.gz")
+
+
+@pytest.mark.parametrize("header", ["rate", "nan"])
+def test_audio_out_of_range_or_not_finite_costs_only_itself(tmp_path, header):
+    import soundfile as sf
+
+    from b2m.data.stimuli import read_mono
+    from b2m.reconstruction.retrieval import build_index
+    from helpers.spaces import BandEnergy
+
+    audio = tmp_path / "db"
+    audio.mkdir()
+    sf.write(audio / "good.00000.wav", 0.1 * np.random.default_rng(0).standard_normal(1600), 800)
+    bad = audio / "bad.00001.wav"
+    if header == "rate":  # 40 kB that claim 1 Hz: 20,000 s of audio, refused from the header alone
+        sf.write(bad, np.zeros(20000, np.float32), 1, subtype="PCM_16")
+        match = "out of range"
+    else:
+        wave = np.zeros(1600, np.float32)
+        wave[5] = np.nan
+        sf.write(bad, wave, 800, subtype="FLOAT")
+        match = "NaN or infinite samples"
+    with pytest.raises(B2MError, match=match):
+        read_mono(bad)
+    summary = build_index(audio, tmp_path / "index", BandEnergy())
+    assert summary["files"] == 1 and [e["path"] for e in summary["errors"]] == ["bad.00001.wav"]
+
+
+def test_the_excluded_stimulus_never_fills_the_top_k():
+    from b2m.reconstruction.retrieval import RetrievalIndex
+
+    rng = np.random.default_rng(0)
+    index = RetrievalIndex(rng.normal(size=(4, 3)), ["/db/a.00001.wav", "/db/x/a.00001.mp3", "/db/b.00002.wav",
+                                                     "/db/c.00003.wav"], device="cpu", precision="fp32")
+    _, _, paths = index.query(rng.normal(size=(1, 3)), 2, exclude=["a.00001"])
+    assert all("a.00001" not in p for p in paths[0])
+    with pytest.raises(B2MError, match="k=3 is more than the 2 database files left"):
+        index.query(rng.normal(size=(1, 3)), 3, exclude=["a.00001"])
+
+
+def test_a_constructor_failure_names_its_cause():
+    from b2m.core.config import compose
+    from b2m.decoders import build_decoder
+
+    cfg = compose("train", ["decoder=transformer", "decoder.heads=3"]).decoder  # width 128 is not divisible by 3
+    with pytest.raises(B2MError, match=r"config: decoder: building b2m.decoders.transformer.TransformerDecoder "
+                                       r"failed: AssertionError: .*divisible"):
+        build_decoder(cfg, n_voxels=[4], n_window=2, target_shape=(1, 3))
+
+
+@pytest.mark.parametrize("override, key", [("data.training_runs=[1,1]", "data.training_runs"),
+                                           ("data.test_runs=[2,3,2]", "data.test_runs"),
+                                           ("data.delays_tr=[3,3]", "data.delays_tr"),
+                                           ("data.subjects=[1,sub-001]", "data.subjects")])
+def test_a_list_that_repeats_an_item_is_refused(bids, override, key):
+    from b2m.core.config import compose
+    from b2m.jobs.train import train
+
+    with pytest.raises(B2MError, match=f"config: {key}"):
+        train(compose("train", [f"data.root={bids}", override, "trainer.logger=none"]))
+
+
+def test_another_runs_decoder_file_is_refused(shared_run):
+    from b2m.core.config import compose
+    from b2m.decoders import build_decoder, load_decoder, save_decoder
+
+    assert load_decoder(shared_run).target_shape  # its own file loads
+    other = build_decoder(compose("train", []).decoder, n_voxels=[40], n_window=3, target_shape=(1, 5))
+    save_decoder(shared_run, other)
+    with pytest.raises(B2MError, match="decoder.safetensors: a decoder of 1 subject.* target shape \\[1, 5\\].* "
+                                       "another run's"):
+        load_decoder(shared_run)

@@ -219,6 +219,13 @@ def _list_of(item: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], b
             f"a non-empty list, each item {wants}")
 
 
+def _distinct(rule: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
+    """A rule: `rule`, and no item twice (`training_runs=[1, 1]` would weigh run 1 double)."""
+    ok, wants = rule
+    return (lambda x: ok(x) and len(set(x)) == len(x),
+            wants.replace("a non-empty list", "a non-empty list of distinct items"))
+
+
 def _one_of(*choices: Any) -> tuple[Callable[[Any], bool], str]:
     """A rule: one of `choices` (compared as given, so 32 and "32" differ)."""
     return (lambda x: any(x == c and type(x) is type(c) for c in choices),
@@ -234,19 +241,20 @@ def _devices(x: Any) -> bool:
 
 _COUNT = _interval(1, integer=True)
 _POSITIVE = _list_of(_interval(0, lo_open=True))
-_DELAYS = _list_of(_interval(0, integer=True))
+_DELAYS = _distinct(_list_of(_interval(0, integer=True)))
 _SHARE = _interval(0, 1, hi_open=True)
 # Dotted key -> (rule, what the rule asks), applied by `check_values` wherever the key exists.
 VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _interval(0, integer=True),
     "data.batch_size": _COUNT, "data.num_workers": _interval(0, integer=True), "data.val_fraction": _SHARE,
     "data.delays_tr": _DELAYS,
-    "data.training_runs": _list_of(_interval(1, integer=True)), "data.test_runs": _list_of(_interval(1, integer=True)),
+    "data.training_runs": _distinct(_list_of(_interval(1, integer=True))),
+    "data.test_runs": _distinct(_list_of(_interval(1, integer=True))),
     "decoder.lr": _interval(0, lo_open=True), "decoder.weight_decay": _interval(0),
     "decoder.dropout": _SHARE, "decoder.input_dropout": _SHARE,
     "decoder.width": _COUNT, "decoder.depth": _COUNT, "decoder.heads": _COUNT,
     "decoder.warmup_epochs": _interval(0, integer=True), "decoder.max_epochs": _COUNT,
-    "decoder.n_folds": _interval(2, integer=True), "decoder.alphas": _POSITIVE,
+    "decoder.n_folds": _interval(2, integer=True), "decoder.alphas": _POSITIVE, "decoder.linear_lr": _interval(0),
     "decoder.encoding_alphas": _POSITIVE,
     "decoder.loss.mse": _interval(0), "decoder.loss.cosine": _interval(0), "decoder.loss.contrastive": _interval(0),
     "decoder.loss.temperature": _interval(0, lo_open=True),
@@ -357,9 +365,12 @@ def instantiate(cfg: DictConfig, what: str, **kwargs: Any) -> Any:
     try:
         return hydra_instantiate(cfg, _convert_="all", **kwargs)
     except HydraException as err:
-        cause = err.__cause__ if isinstance(err.__cause__, B2MError) else None
-        if cause is not None:
+        cause = err.__cause__
+        if isinstance(cause, B2MError):
             raise cause from None
+        if cause is not None:  # the constructor's own exception: say what it was, not Hydra's key path
+            text = " ".join(str(cause).split())[:300] or type(cause).__name__
+            raise B2MError(f"config: {what}: building {cfg._target_} failed: {type(cause).__name__}: {text}") from None
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise B2MError(f"config: {what}: {lines[-1] if lines else err}") from None
 

@@ -131,8 +131,8 @@ def repetition_time(run: Run) -> float:
     if not isinstance(meta, dict):
         raise B2MError(f"{run.sidecar}: expected a JSON object")
     tr = meta.get("RepetitionTime")
-    if not isinstance(tr, (int, float)) or tr <= 0:
-        raise B2MError(f"{run.sidecar}: RepetitionTime missing or not a positive number")
+    if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not math.isfinite(tr) or tr <= 0:
+        raise B2MError(f"{run.sidecar}: RepetitionTime missing or not a finite positive number (got {tr!r})")
     return float(tr)
 
 

@@ -60,6 +60,12 @@ def open_run(path: str | Path) -> RunImage:
     return RunImage(path, image, shape, image.affine)
 
 
+def subject_path(template: str, subject: str) -> Path:
+    """A per-subject path from a template: `{subject}` is replaced by the subject label; any other brace
+    (a folder named `{x}`) is kept as it is."""
+    return Path(str(template).replace("{subject}", subject))
+
+
 def load_mask(path: str | Path, grid: tuple[int, int, int], affine: np.ndarray | None = None) -> np.ndarray:
     """A boolean `[X, Y, Z]` mask from a 3D NIfTI; its grid (shape, and `affine` when given) must
     equal the BOLD's."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from b2m.data.bids import Run
 from b2m.data.confounds import ConfoundConfig, load_run_confounds
-from b2m.data.nifti import RunImage, load_mask, mean_volume, open_run, read_masked
+from b2m.data.nifti import RunImage, load_mask, mean_volume, open_run, read_masked, subject_path
 from b2m.core.errors import B2MError
 from b2m.core.io import save_npy, write_json
 from b2m.core.log import progress
@@ -131,7 +131,7 @@ def voxel_mask(subject: str, runs: list[Run], images: list[RunImage], cfg: Prepr
     all of them), else the automatic rule; then only those in `restrict` (atlas regions) when given."""
     grid, affine = images[0].grid, images[0].affine
     if cfg.mask is not None:
-        mask = load_mask(cfg.mask.format(subject=subject), grid, affine)
+        mask = load_mask(subject_path(cfg.mask, subject), grid, affine)
         source = cfg.mask
     elif runs[0].mask is not None:
         mask = np.ones(grid, dtype=bool)

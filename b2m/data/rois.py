@@ -21,7 +21,7 @@ import numpy as np
 
 from b2m.core.errors import B2MError
 from b2m.core.io import read_text
-from b2m.data.nifti import load_volume
+from b2m.data.nifti import load_volume, subject_path
 
 UNLABELLED = "unlabelled"
 
@@ -75,8 +75,7 @@ def load_atlas(cfg, subject: str, grid: tuple[int, int, int], affine: np.ndarray
         return None
     if not cfg.get("labels"):
         raise B2MError("data.rois.labels: the atlas needs its label table (a dseg.tsv or a FreeSurfer LUT)")
-    image = Path(str(cfg.atlas).format(subject=subject))
-    table = Path(str(cfg.labels).format(subject=subject))
+    image, table = subject_path(cfg.atlas, subject), subject_path(cfg.labels, subject)
     names = read_label_table(table)
     if cfg.get("resample"):
         labels = _resampled(image, grid, affine)

@@ -48,12 +48,29 @@ def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
+# What one audio file may claim in its header: anything else is refused before it is read or resampled.
+AUDIO_LIMITS = {"rate_hz": (100, 384000), "channels": 16, "duration_s": 1800}
+
+
 def read_mono(path: Path) -> tuple[np.ndarray, int]:
-    """Read an audio file as mono float32 `[samples]` and its sample rate (Hz)."""
+    """Read an audio file as mono float32 `[samples]` and its sample rate (Hz).
+
+    The header is checked first (`AUDIO_LIMITS`), so a file that claims a rate of 1 Hz or an hour of
+    audio costs nothing before it is refused; a file with a NaN or infinite sample is refused too.
+    """
     try:
+        info = sf.info(str(path))
+        low, high = AUDIO_LIMITS["rate_hz"]
+        if not low <= info.samplerate <= high or not 1 <= info.channels <= AUDIO_LIMITS["channels"] \
+                or info.frames > AUDIO_LIMITS["duration_s"] * info.samplerate:
+            raise B2MError(f"{path}: audio of {info.samplerate} Hz, {info.channels} channel(s), "
+                           f"{info.frames / max(info.samplerate, 1):.0f} s is out of range (rate {low}-{high} Hz, "
+                           f"at most {AUDIO_LIMITS['channels']} channels and {AUDIO_LIMITS['duration_s']} s)")
         wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise B2MError(f"{path}: unreadable audio ({err})") from None
+    if not np.isfinite(wave).all():
+        raise B2MError(f"{path}: audio holds NaN or infinite samples")
     return wave.mean(axis=1), rate
 
 

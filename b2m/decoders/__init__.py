@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from b2m.core.config import instantiate
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path
-from b2m.core.runs import read_config
+from b2m.core.runs import PREDICTIONS, prediction_files, read_config, read_predictions
 from b2m.decoders.base import Decoder
 
 DECODER_FILE = "decoder.safetensors"
@@ -58,7 +58,12 @@ def load_decoder(run_dir: str | Path) -> Decoder:
         n_window = int(meta["n_window"])
     except Exception as err:  # safetensors raises its own types for truncated or foreign files
         raise B2MError(f"{path}: not a b2m decoder file ({' '.join(str(err).split())[:200]})") from None
-    decoder = build_decoder(read_config(config).decoder, n_voxels, n_window, tuple(target_shape))
+    if (run_dir / PREDICTIONS).is_dir():  # the run's own predictions say what size its decoder is
+        shapes = {p.subject: list(p.pred.shape[1:]) for p in map(read_predictions, prediction_files(run_dir))}
+        if len(shapes) != len(n_voxels) or any(s != list(target_shape) for s in shapes.values()):
+            raise B2MError(f"{path}: a decoder of {len(n_voxels)} subject(s) and target shape {list(target_shape)}, "
+                           f"but the run predicted {shapes}: the file is another run's")
+    decoder = build_decoder(read_config(config).get("decoder"), n_voxels, n_window, tuple(target_shape))
     try:
         missing, unexpected = decoder.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
     except RuntimeError as err:  # torch's size mismatch: the file and the config describe different decoders

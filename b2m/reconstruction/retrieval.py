@@ -216,6 +216,9 @@ def _embed_chunk(space: EmbeddingSpace, audio_dir: Path, files: Sequence[Path]
                 rows[i] = space.embed_batch([wave])[0]
             except B2MError as err:
                 entries[i]["error"] = str(err)
+    for i in [i for i, row in rows.items() if not np.isfinite(row).all()]:
+        entries[i]["error"] = f"{space.name} embedding holds NaN or infinite values"
+        del rows[i]
     dim = int(np.prod(space.shape))
     emb = np.stack([rows[i].reshape(-1) for i in sorted(rows)]) if rows else np.zeros((0, dim))
     return entries, emb.astype(np.float32)
@@ -322,8 +325,13 @@ class RetrievalIndex:
                             else self._two_pass(q[lo:lo + step], block, k))
             indices.append(top_i.cpu())
             scores.append(top_v.cpu())
-        idx = torch.cat(indices).numpy()
-        return idx, torch.cat(scores).numpy(), [[self.paths[j] for j in row] for row in idx]
+        idx, top = torch.cat(indices).numpy(), torch.cat(scores).numpy()
+        if not np.isfinite(top).all():  # excluded rows (-inf) filled the top-k
+            q_bad = int(np.nonzero(~np.isfinite(top).all(axis=1))[0][0])
+            left = len(self) - len(self._by_track.get(track_key(exclude[q_bad]), [])) if exclude is not None else 0
+            raise B2MError(f"retrieval: k={k} is more than the {left} database files left for query {q_bad} once "
+                           f"its stimulus track is excluded; lower k")
+        return idx, top, [[self.paths[j] for j in row] for row in idx]
 
     def _mask(self, sims: torch.Tensor, exclude: Sequence[str] | None) -> torch.Tensor:
         """`sims` `[B, M]` with every row of each query's excluded track at -inf (in place)."""
