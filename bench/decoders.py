@@ -9,8 +9,10 @@ subject (and, for trained decoders, on all subjects at once) for each seed, and 
 `../shared/reference/plain_ridge.py` on the same subjects, the same voxel mask and the very same
 target vectors (b2m's cache). Prints one Markdown table per world: test id_acc on standardised
 dimensions (mean +- sd over seeds of the mean over subjects), top-1, the raw-vector id_acc, the
-shuffled baseline, and the reference; then per-subject id_acc. Finished runs are skipped, so a
-killed bench resumes. Hyperparameters are the configs' defaults (chosen on validation clips).
+shuffled baseline, and the reference; then per-subject id_acc. The `ensemble` row averages the
+per-subject test predictions of ridge, contrastive, mlp and transformer (same subject and seed).
+Finished runs are skipped, so a killed bench resumes. Hyperparameters are the configs' defaults
+(chosen on validation clips).
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ import numpy as np
 
 from b2m.core.config import compose
 from b2m.core.io import write_text
+from b2m.core.metrics import metrics_table
+from b2m.core.runs import read_predictions
 from b2m.data.subjects import data_paths
 from b2m.jobs.train import train
 from b2m.targets import build_space
 
-DECODERS = ("plain_ridge", "ridge", "mlp", "transformer")
-CLOSED_FORM = ("plain_ridge", "ridge")
+DECODERS = ("plain_ridge", "ridge", "ridge_aligned", "contrastive", "mlp", "transformer")
+CLOSED_FORM = ("plain_ridge", "ridge", "ridge_aligned")
+# The decoders with parameters shared across subjects: also trained on all subjects at once.
+SHARED = ("mlp", "transformer")
+# The decoders that pool the subjects' data: trained on all subjects at once only.
+POOLED = ("ridge_aligned",)
+# The decoders whose per-subject test predictions the `ensemble` row averages (same subject and seed).
+ENSEMBLE = ("ridge", "contrastive", "mlp", "transformer")
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "plain_ridge.py"
 KEYS = ("test/id_acc", "test/top1", "test/id_acc_raw", "baseline/shuffled/id_acc")
 
@@ -66,6 +76,22 @@ def reference(world: str, subject: int, out: Path) -> dict:
     result = {"id_acc": float(found[1]), "top1": float(found[2]), "output": text.strip()}
     write_text(path, json.dumps(result, indent=1))
     return result
+
+
+def ensemble_rows(world: str, out: Path, decoders: list[str], subjects: list[int], seeds: list[int]) -> list[dict]:
+    """Rows of the `ensemble`: the mean of the `ENSEMBLE` decoders' per-subject test predictions."""
+    members = [d for d in decoders if d in ENSEMBLE]
+    if len(members) < 2:
+        return []
+    rows = []
+    for seed in seeds:
+        for s in subjects:
+            preds = [read_predictions(out / f"{d}_{s}_seed{seeds[0] if d in CLOSED_FORM else seed}" / "predictions"
+                                      / f"sub-{s:03d}.npz") for d in members]
+            metrics = metrics_table(np.mean([p.pred for p in preds], axis=0), preds[0].true, preds[0].scale, seed)
+            rows.append({"world": world, "decoder": "ensemble", "setting": "per-subject", "subject": s, "seed": seed,
+                         **{k: metrics[k] for k in KEYS}})
+    return rows
 
 
 def mean_sd(rows: list[dict], key: str) -> str:
@@ -117,8 +143,8 @@ def main() -> None:
         out = args.out / name
         rows = []
         for decoder in args.decoders:
-            settings = [("per-subject", [s]) for s in args.subjects]
-            if decoder not in CLOSED_FORM and len(args.subjects) > 1 and not args.no_multi:
+            settings = [] if decoder in POOLED else [("per-subject", [s]) for s in args.subjects]
+            if decoder in SHARED + POOLED and len(args.subjects) > 1 and not args.no_multi:
                 settings.append(("multi-subject", args.subjects))
             # A closed-form decoder's seed only moves the val split, which it refits on: one seed.
             for seed in args.seeds[:1] if decoder in CLOSED_FORM else args.seeds:
@@ -129,9 +155,10 @@ def main() -> None:
                     for s in subjects:
                         rows.append({"world": name, "decoder": decoder, "setting": setting, "subject": s,
                                      "seed": seed, **{k: metrics[f"sub-{s:03d}/{k}"] for k in KEYS}})
+        rows += ensemble_rows(name, out, args.decoders, args.subjects, args.seeds)
         # After b2m's runs: the reference reads the target vectors they cached.
         refs = {s: reference(world, s, out) for s in args.subjects}
-        tables.append(world_table(name, rows, refs, args.decoders, args.subjects))
+        tables.append(world_table(name, rows, refs, [*args.decoders, "ensemble"], args.subjects))
         all_rows += rows
     text = "\n\n".join(tables)
     print(text)

@@ -37,7 +37,7 @@ def test_group_choice_and_value_overrides():
 
 @pytest.mark.parametrize("arg, message", [
     ("decoder.lrr=0.1", "config: unknown key 'decoder.lrr'"),
-    ("decoder=nope", "config: unknown choice decoder=nope; known: ['contrastive', 'mlp', 'plain_ridge', 'ridge', 'ridge_cuda', 'transformer']"),
+    ("decoder=nope", "config: unknown choice decoder=nope; known: ['contrastive', 'mlp', 'plain_ridge', 'ridge', 'ridge_aligned', 'ridge_cuda', 'transformer']"),
     ("seed=abc", "config: seed expects int, got 'abc'"),
     ("data.subjects=3", "config: data.subjects expects a list, got 3"),
     ("data.preprocess.zscore=maybe", "config: data.preprocess.zscore expects bool"),

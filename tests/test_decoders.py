@@ -26,10 +26,10 @@ from helpers.bids import make_bids
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["ridge", "mlp", "transformer"])
+@pytest.mark.parametrize("name", ["ridge", "contrastive", "mlp", "transformer"])
 def test_shapes_for_several_subjects(name):
     cfg = compose("train", [f"decoder={name}"]).decoder
-    if name != "ridge":
+    if name in ("mlp", "transformer"):
         cfg.width = 32
     decoder = build_decoder(cfg, n_voxels=[50, 70], n_window=4, target_shape=(3, 8))
     for subject, v in enumerate([50, 70]):
@@ -57,6 +57,46 @@ def test_trained_decoder_learns_a_linear_map_for_both_subjects():
     for s in (0, 1):
         r = np.corrcoef(decoder(xs[s], s).detach().flatten(), ys[s].flatten())[0, 1]
         assert r > 0.9
+
+
+@pytest.mark.parametrize("name", ["contrastive", "mlp", "transformer"])
+def test_a_trained_decoder_starts_where_the_ridge_is(name):
+    """Before any step, a trained decoder predicts what the ridge fitted on the same windows predicts:
+    the same voxel weights, features and CV-chosen alpha, and a correction that starts at zero."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 3, 40)).astype(np.float32)
+    y = (x[:, :, :8].mean(1) @ rng.normal(size=(8, 10))).reshape(90, 2, 5) + rng.normal(size=(90, 2, 5))
+    y = y.astype(np.float32)
+    cfg = compose("train", [f"decoder={name}", "decoder.n_folds=3"]).decoder
+    if name in ("mlp", "transformer"):
+        cfg.width = 16
+    decoder = build_decoder(cfg, n_voxels=[40], n_window=3, target_shape=(2, 5))
+    decoder.set_target_stats(torch.from_numpy(y))
+    decoder.start_from(0, x, y)
+    ridge = build_decoder(compose("train", ["decoder=ridge", "decoder.n_folds=3"]).decoder, n_voxels=[40],
+                          n_window=3, target_shape=(2, 5))
+    ridge.fit_closed_form(0, x, y)
+    assert torch.allclose(decoder.voxel_weight_0, ridge.voxel_weight_0)
+    weight = decoder.voxel_weight_0
+    assert (weight[:8] > 0).all() and weight[8:].mean() < weight[:8].min()  # the 8 voxels that carry y
+    x_new = torch.from_numpy(rng.normal(size=(7, 3, 40)).astype(np.float32))
+    np.testing.assert_allclose(decoder.eval()(x_new, 0).detach().numpy(), ridge(x_new, 0).numpy(), rtol=1e-4,
+                               atol=1e-4)
+
+    zeros = build_decoder(compose("train", [f"decoder={name}", "decoder.start=zeros", "decoder.voxels=all"]).decoder,
+                          n_voxels=[40], n_window=3, target_shape=(2, 5))
+    zeros.set_target_stats(torch.from_numpy(y))
+    zeros.start_from(0, x, y)
+    assert torch.equal(zeros.voxel_weight_0, torch.ones(40))
+    expected = y.reshape(90, -1).mean(0).reshape(1, 2, 5).repeat(7, 0)  # the training mean
+    np.testing.assert_allclose(zeros.eval()(x_new, 0).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("key, value", [("start", "pca"), ("features", "max"), ("voxels", "top")])
+def test_a_trained_decoder_names_a_bad_choice(key, value):
+    cfg = compose("train", ["decoder=contrastive", f"decoder.{key}={value}"]).decoder
+    with pytest.raises(B2MError, match=f"config: decoder.{key}: '{value}' is not one of"):
+        build_decoder(cfg, n_voxels=[4], n_window=2, target_shape=(1, 3))
 
 
 def test_losses_match_references():
@@ -260,3 +300,42 @@ def test_ddp_preset_trains_on_two_processes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test/id_acc"] <= 1.0 and (out / "checkpoints" / "best.ckpt").is_file()
     assert [p.name for p in out.glob(".*")] == [outputs.MARKER]  # no temporaries
+
+
+def test_aligned_pooling_uses_the_other_subjects_through_shared_clips_only():
+    """Each subject's ridge is fitted on its own rows and all the others', mapped onto its features by a ridge
+    fitted on the clips they share; with one subject it is the ridge."""
+    from b2m.decoders.alignment import pooled_onto
+
+    rng = np.random.default_rng(0)
+    n, k, alphas = 60, 6, [1.0, 10.0, 100.0]
+    latent = rng.normal(size=(n + 20, k))
+    y = (latent @ rng.normal(size=(k, 8))).reshape(-1, 1, 8).astype(np.float32)
+    xs = [(latent @ rng.normal(size=(k, v)) + rng.normal(size=(n + 20, v)))[:, None, :].astype(np.float32)
+          for v in (30, 40)]
+    ids = [f"clip{i}" for i in range(n + 20)]
+    overrides = ["decoder.n_folds=3", "decoder.voxels=all", f"decoder.alphas={alphas}"]
+    pooled = build_decoder(compose("train", ["decoder=ridge_aligned", *overrides]).decoder, n_voxels=[30, 40],
+                           n_window=1, target_shape=(1, 8))
+    # Subject 0 has the first 50 clips only (a new subject): the map is fitted on those, and carries all 60 of
+    # subject 1's clips into its pool.
+    pooled.fit_subjects([xs[0][:50], xs[1][:n]], [y[:50], y[:n]], [ids[:50], ids[:n]])
+    f0, f1 = xs[0][:, 0, :], xs[1][:, 0, :]
+    align = RidgeCV(alphas=alphas, n_folds=3, scoring="r2", alpha_per_target=False).fit(f1[:50], f0[:50])
+    x_pool, y_pool = pooled_onto(0, [f0[:50], f1[:n]], [y[:50, 0], y[:n, 0]], [ids[:50], ids[:n]], alphas, 3)
+    assert x_pool.shape == (110, 30)
+    np.testing.assert_allclose(x_pool[0:100:2], f0[:50], rtol=1e-6)  # clip by clip: its own row, then the other's
+    np.testing.assert_allclose(x_pool[1:100:2], align.predict(f1[:50]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x_pool[100:], align.predict(f1[50:n]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(y_pool[1:100:2], y[:50, 0])
+    np.testing.assert_array_equal(y_pool[100:], y[50:n, 0])
+    expected = RidgeCV(alphas=alphas, n_folds=3, scoring="r2", alpha_per_target=False).fit(x_pool, y_pool)
+    np.testing.assert_allclose(pooled.predict_windows(xs[0][n:], 0).reshape(20, 8), expected.predict(f0[n:]),
+                               rtol=1e-4, atol=1e-4)
+
+    single = build_decoder(compose("train", ["decoder=ridge_aligned", *overrides]).decoder, n_voxels=[30],
+                           n_window=1, target_shape=(1, 8))
+    own = build_decoder(compose("train", overrides).decoder, n_voxels=[30], n_window=1, target_shape=(1, 8))
+    single.fit_subjects([xs[0][:n]], [y[:n]], [ids[:n]])
+    own.fit_closed_form(0, xs[0][:n], y[:n])
+    assert torch.equal(single(torch.from_numpy(xs[0][n:]), 0), own(torch.from_numpy(xs[0][n:]), 0))

@@ -1,24 +1,15 @@
 """Ridge decoder: one closed-form linear map per subject from features of the window to the
 embedding (the Brain2Music decoder), its regularisation chosen by K-fold cross-validation.
 
-Features of a window `x` `[N, W, V]` (W FIR delays of V voxels), `features=`:
+Its features (`features=mean|fir|mean_fir`) and voxel weights (`voxels=encoding|all`) are
+`b2m/decoders/features.py`'s, shared with the trained decoders, which start from this solution.
 
-- `mean`: the mean over the W delays, `[N, V]`: the response to the whole clip, W times less
-  noisy per voxel than one delay, and W times fewer weights to fit;
-- `fir`: the delays side by side, `[N, W * V]`: lets each voxel have its own time course,
-  at the price of W times the weights;
-- `mean_fir`: both, the FIR block scaled by `1 / sqrt(W)` so that the two blocks have the same
-  total variance under one ridge penalty.
+`pool=aligned` (`decoder=ridge_aligned`, with several subjects) fits each subject's ridge on its own
+training windows and every other subject's, mapped onto its features through the training clips
+they share (`b2m/decoders/alignment.py`); the fitted map still reads the subject's own voxels only.
 
 `alpha_per_target=false` picks one alpha for all embedding dimensions, by the mean CV score
 (`scoring`); with a few hundred training clips a per-dimension choice mostly fits noise.
-
-`voxels=encoding` weights each voxel by how well the embedding predicts it, measured on the
-training windows only: an encoding ridge from the standardised embedding `[N, L * D]` to the
-voxel's window mean, its K-fold CV R^2 (best alpha of `encoding_alphas`, per voxel), and the
-weight `sqrt(max(R^2, 0))`, the CV correlation: voxels that carry no stimulus signal (most of
-cortex) get weight 0, and the decoder's single alpha no longer has to suit signal and noise
-voxels at once. `voxels=all` uses every voxel as it is.
 """
 
 from __future__ import annotations
@@ -30,36 +21,13 @@ import torch
 
 from b2m.core.errors import B2MError
 from b2m.core.ridge import RidgeCV
+from b2m.decoders.alignment import pooled_onto
 from b2m.decoders.base import Decoder
-
-FEATURES = ("mean", "fir", "mean_fir")
-VOXELS = ("all", "encoding")
+from b2m.decoders.features import FEATURES, VOXELS, encoding_weights, n_features, window_features
 
 
-def window_features(x: torch.Tensor, features: str) -> torch.Tensor:
-    """`[N, W, V]` windows -> `[N, F]` features (see the module doc)."""
-    if features == "mean":
-        return x.mean(dim=1)
-    flat = x.reshape(len(x), -1)
-    if features == "fir":
-        return flat
-    return torch.cat([x.mean(dim=1), flat / x.shape[1] ** 0.5], dim=1)
-
-
-def n_features(features: str, n_window: int, n_voxels: int) -> int:
-    return {"mean": n_voxels, "fir": n_window * n_voxels, "mean_fir": (n_window + 1) * n_voxels}[features]
-
-
-def encoding_weights(x: np.ndarray, y: np.ndarray, alphas: Sequence[float], n_folds: int, dtype: str,
-                     device: str) -> np.ndarray:
-    """Per-voxel weights `[V]` from training windows `x` `[N, W, V]` and embeddings `y` `[N, L, D]`: the
-    CV correlation `sqrt(max(R^2, 0))` of an encoding ridge from the embedding to the window mean."""
-    y = np.asarray(y, np.float64).reshape(len(y), -1)
-    sd = y.std(axis=0)
-    y = (y - y.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    ridge = RidgeCV(alphas=list(alphas), n_folds=n_folds, dtype=dtype, device=device, scoring="r2")
-    ridge.fit(y, np.asarray(x, np.float32).mean(axis=1))
-    return np.sqrt(np.clip(ridge.cv_scores_.max(axis=0), 0.0, None)).astype(np.float32)
+# What a subject's ridge is fitted on: its own windows, or also every other subject's, aligned onto it.
+POOLS = ("none", "aligned")
 
 
 class RidgeDecoder(Decoder):
@@ -81,12 +49,12 @@ class RidgeDecoder(Decoder):
 
     def __init__(self, n_voxels: list[int], n_window: int, target_shape: tuple[int, int],
                  alphas: Sequence[float], n_folds: int, dtype: str, device: str, features: str,
-                 alpha_per_target: bool, scoring: str, voxels: str, encoding_alphas: Sequence[float]) -> None:
+                 alpha_per_target: bool, scoring: str, voxels: str, encoding_alphas: Sequence[float],
+                 pool: str) -> None:
         super().__init__(n_voxels, n_window, target_shape)
-        if features not in FEATURES:
-            raise B2MError(f"config: decoder.features: {features!r} is not one of {', '.join(FEATURES)}")
-        if voxels not in VOXELS:
-            raise B2MError(f"config: decoder.voxels: {voxels!r} is not one of {', '.join(VOXELS)}")
+        for key, value, known in (("features", features, FEATURES), ("voxels", voxels, VOXELS), ("pool", pool, POOLS)):
+            if value not in known:
+                raise B2MError(f"config: decoder.{key}: {value!r} is not one of {', '.join(known)}")
         self.save_hyperparameters()
         n_out = self.target_shape[0] * self.target_shape[1]
         for s, v in enumerate(self.n_voxels):
@@ -98,14 +66,36 @@ class RidgeDecoder(Decoder):
 
     def fit_closed_form(self, subject: int, x: np.ndarray, y: np.ndarray) -> None:
         """Fit subject `subject` on windows `x` `[N, W, V]` and targets `y` `[N, L, D]`."""
+        self._fit(subject, self._features(subject, x, y), np.asarray(y).reshape(len(y), -1))
+
+    def fit_subjects(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray],
+                     clip_ids: Sequence[Sequence[str]]) -> None:
+        """Fit every subject; with `pool=aligned` each on its own windows and every other subject's, aligned
+        onto its features through the clips they share (`b2m.decoders.alignment`)."""
+        if self.hparams.pool == "none" or len(xs) == 1:
+            super().fit_subjects(xs, ys, clip_ids)
+            return
+        hp = self.hparams
+        features = [self._features(s, x, y).numpy() for s, (x, y) in enumerate(zip(xs, ys))]
+        targets = [np.asarray(y, np.float32).reshape(len(y), -1) for y in ys]
+        for s in range(len(xs)):
+            x, y = pooled_onto(s, features, targets, clip_ids, hp.alphas, hp.n_folds, hp.dtype, hp.device)
+            self._fit(s, torch.from_numpy(x), y)
+
+    def _features(self, subject: int, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        """Set subject `subject`'s voxel weights from its windows `x` and targets `y`; its features `[N, F]`."""
         hp = self.hparams
         weight = getattr(self, f"voxel_weight_{subject}")
         if hp.voxels == "encoding":
             weight.copy_(torch.from_numpy(encoding_weights(x, y, hp.encoding_alphas, hp.n_folds, hp.dtype, hp.device)))
+        return window_features(torch.as_tensor(np.asarray(x, np.float32)) * weight, hp.features)
+
+    def _fit(self, subject: int, features: torch.Tensor, y: np.ndarray) -> None:
+        """The ridge from `features` `[N, F]` to `y` `[N, T]`, kept in its cheaper form."""
+        hp = self.hparams
         ridge = RidgeCV(alphas=list(hp.alphas), n_folds=hp.n_folds, dtype=hp.dtype, device=hp.device,
                         alpha_per_target=hp.alpha_per_target, scoring=hp.scoring)
-        features = window_features(torch.as_tensor(np.asarray(x, np.float32)) * weight, hp.features)
-        ridge.fit(features, np.asarray(y).reshape(len(y), -1))
+        ridge.fit(features, y)
         (n, f), t = features.shape, ridge.intercept_.shape[0]
         if ridge.dual_coef_ is not None and n * (f + t) < f * t:
             coef, train_features = ridge.dual_coef_, ridge.X_fit_

@@ -127,6 +127,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
 
     space = build_space(cfg.target)
     labels = [subject_label(s) for s in cfg.data.subjects]
+    if len(set(labels)) != len(labels):
+        raise B2MError(f"config: data.subjects: {list(cfg.data.subjects)} names a subject twice")
     subjects = [load_subject(cfg.data, s, lambda clips: clip_targets(cfg.data, space, clips), seed) for s in labels]
     dm = BrainDataModule(subjects, int(cfg.data.batch_size), int(cfg.data.num_workers), seed)
     decoder = build_decoder(cfg.decoder, [s.data.n_voxels for s in subjects], len(cfg.data.delays_tr), space.shape)
@@ -151,12 +153,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     logger = build_logger(cfg, out_dir)
     if decoder.closed_form:
         # Cross-validation inside the closed form picks the hyperparameters, so it sees train + val.
-        for s, subject in enumerate(subjects):
-            n = len(subject.train.x) + len(subject.val.x)
-            log.info(f"{cfg.decoder._target_.rsplit('.', 1)[-1]} {subject.subject}: {n} windows x "
-                     f"{subject.data.n_voxels} voxels, fitted in closed form")
-            decoder.fit_closed_form(s, np.concatenate([subject.train.x, subject.val.x]),
-                                    np.concatenate([subject.train.y, subject.val.y]))
+        for subject in subjects:
+            log.info(f"{cfg.decoder._target_.rsplit('.', 1)[-1]} {subject.subject}: "
+                     f"{len(subject.train.x) + len(subject.val.x)} windows x {subject.data.n_voxels} voxels, "
+                     f"fitted in closed form")
+        decoder.fit_subjects([np.concatenate([s.train.x, s.val.x]) for s in subjects],
+                             [np.concatenate([s.train.y, s.val.y]) for s in subjects],
+                             [s.train.clip_ids + s.val.clip_ids for s in subjects])
     else:
         decoder = fit(cfg, decoder, dm, out_dir, logger, resume, callbacks)
 
@@ -197,6 +200,11 @@ def fit(cfg: DictConfig, decoder: Decoder, dm: BrainDataModule, out_dir: Path, l
     decoder with the best validation weights. `logger`: `build_logger`'s; `resume`: `check_resume`'s."""
     tcfg = cfg.trainer
     decoder.set_target_stats(torch.from_numpy(np.concatenate([s.train.y for s in dm.subjects])))
+    if not resume:  # a resumed run takes its weights from last.ckpt
+        for s, subject in enumerate(dm.subjects):
+            log.info(f"{subject.subject}: the linear path's start ({decoder.start}) on {len(subject.train.x)} "
+                     f"training windows")
+            decoder.start_from(s, subject.train.x, subject.train.y)
     ckpt_dir = out_dir / "checkpoints"
     last, best = out_dir / LAST_CHECKPOINT, ckpt_dir / "best.ckpt"
     # The best weights only (the test uses them); the full training state is in last.ckpt.
