@@ -339,3 +339,20 @@ def test_aligned_pooling_uses_the_other_subjects_through_shared_clips_only():
     single.fit_subjects([xs[0][:n]], [y[:n]], [ids[:n]])
     own.fit_closed_form(0, xs[0][:n], y[:n])
     assert torch.equal(single(torch.from_numpy(xs[0][n:]), 0), own(torch.from_numpy(xs[0][n:]), 0))
+
+
+def test_a_new_subject_brings_a_few_runs_beside_the_others(tmp_path):
+    """`data.subject_training_runs` gives one subject its own Training runs: a new subject's first run
+    beside another subject's every run, the training clips that each one's decoder sees."""
+    from b2m.core.runs import load_run
+    from b2m.jobs.train import train
+
+    root = make_bids(tmp_path / "bids", subjects=(1, 2), training_runs=(1, 2), test_runs=(1,))
+    common = [f"data.root={root}", "data.preprocess.mask=null", "data.subjects=[1,2]", "decoder=ridge_aligned",
+              "decoder.n_folds=3", "trainer.logger=none"]
+    train(compose("train", [*common, f"out_dir={tmp_path / 'run'}", "data.subject_training_runs={sub-002: [1]}"]))
+    train(compose("train", [*common, f"out_dir={tmp_path / 'one'}", "data.training_runs=[1]"]))
+    few, one = load_run(tmp_path / "run").training_ids, load_run(tmp_path / "one").training_ids
+    assert few["sub-002"] == one["sub-002"] and len(few["sub-001"]) > len(one["sub-001"])
+    with pytest.raises(B2MError, match="data.subject_training_runs: sub-003 is not one of data.subjects"):
+        train(compose("train", [*common, "data.subject_training_runs={sub-003: [1]}"]))

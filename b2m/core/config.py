@@ -226,6 +226,13 @@ def _distinct(rule: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], 
             wants.replace("a non-empty list", "a non-empty list of distinct items"))
 
 
+def _mapping_of(item: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
+    """A rule: a mapping whose every value follows `item`."""
+    ok, wants = item
+    return (lambda x: isinstance(x, (dict, DictConfig)) and all(ok(v) for v in x.values()),
+            f"a mapping, each value {wants}")
+
+
 def _one_of(*choices: Any) -> tuple[Callable[[Any], bool], str]:
     """A rule: one of `choices` (compared as given, so 32 and "32" differ)."""
     return (lambda x: any(x == c and type(x) is type(c) for c in choices),
@@ -250,6 +257,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.delays_tr": _DELAYS,
     "data.training_runs": _distinct(_list_of(_interval(1, integer=True))),
     "data.test_runs": _distinct(_list_of(_interval(1, integer=True))),
+    "data.subject_training_runs": _mapping_of(_distinct(_list_of(_interval(1, integer=True)))),
     "decoder.lr": _interval(0, lo_open=True), "decoder.weight_decay": _interval(0),
     "decoder.dropout": _SHARE, "decoder.input_dropout": _SHARE,
     "decoder.width": _COUNT, "decoder.depth": _COUNT, "decoder.heads": _COUNT,

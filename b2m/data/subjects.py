@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from b2m.core.clips import Clip
 from b2m.core.errors import B2MError
-from b2m.data.bids import BIDSDataset, Presentation, Run, read_events, repetition_time
+from b2m.data.bids import BIDSDataset, Presentation, Run, read_events, repetition_time, subject_label
 from b2m.data.confounds import ConfoundConfig
 from b2m.data.fmriprep import FMRIPrepDataset
 from b2m.data.nifti import open_run
@@ -115,7 +115,7 @@ def load_preprocessed(cfg: DictConfig, subject: str) -> PreprocessedSubject:
     paths = data_paths(cfg)
     source = dataset(cfg)
     runs = {
-        "Training": source.select_runs(subject, "Training", _run_list(cfg.get("training_runs"))),
+        "Training": source.select_runs(subject, "Training", _run_list(training_runs(cfg, subject))),
         "Test": source.select_runs(subject, "Test", _run_list(cfg.get("test_runs"))),
     }
     all_runs = runs["Training"] + runs["Test"]
@@ -162,6 +162,13 @@ def load_subject(cfg: DictConfig, subject: str, targets: TargetLookup, seed: int
     test_split = Split(test.x, np.stack([y_of[c] for c in test.clips]), test.clips, test.repeats)
     return SubjectSplits(subject, data, take(train, tr_idx), take(train, val_idx), test_split,
                          pre.task_clips("Training"))
+
+
+def training_runs(cfg: DictConfig, subject: str) -> Any:
+    """The Training runs selected for `subject`: its entry of `subject_training_runs` (a new subject with a
+    few runs beside others with all of theirs), else `training_runs` (null: all)."""
+    by_subject = {subject_label(k): v for k, v in (cfg.get("subject_training_runs") or {}).items()}
+    return by_subject.get(subject, cfg.get("training_runs"))
 
 
 def _run_list(value: Any) -> list[int] | None:

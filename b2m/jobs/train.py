@@ -129,6 +129,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     labels = [subject_label(s) for s in cfg.data.subjects]
     if len(set(labels)) != len(labels):
         raise B2MError(f"config: data.subjects: {list(cfg.data.subjects)} names a subject twice")
+    stray = [k for k in (cfg.data.get("subject_training_runs") or {}) if subject_label(k) not in labels]
+    if stray:
+        raise B2MError(f"config: data.subject_training_runs: {stray[0]} is not one of data.subjects {labels}")
     subjects = [load_subject(cfg.data, s, lambda clips: clip_targets(cfg.data, space, clips), seed) for s in labels]
     dm = BrainDataModule(subjects, int(cfg.data.batch_size), int(cfg.data.num_workers), seed)
     decoder = build_decoder(cfg.decoder, [s.data.n_voxels for s in subjects], len(cfg.data.delays_tr), space.shape)
