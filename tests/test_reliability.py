@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from b2m.core import outputs
 from b2m.core.config import compose
 from b2m.core.errors import B2MError
 from b2m.core.io import locked
@@ -198,7 +199,7 @@ def test_failed_evaluation_leaves_the_previous_one(mlp_run, monkeypatch):
         evaluate(compose("evaluate", [f"run={mlp_run}", *cfg, "n_boot=30"]))
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert json.loads((folder / "metrics.json").read_text())["n_boot"] == first["n_boot"] == 20
-    assert [p.name for p in mlp_run.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in mlp_run.iterdir() if p.name.startswith(".")] == [outputs.MARKER]  # no .partial left
 
 
 def test_a_trained_mlp_reloads_from_safetensors(root, mlp_run):

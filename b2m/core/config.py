@@ -222,8 +222,7 @@ def _list_of(item: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], b
 def _distinct(rule: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
     """A rule: `rule`, and no item twice (`training_runs=[1, 1]` would weigh run 1 double)."""
     ok, wants = rule
-    return (lambda x: ok(x) and len(set(x)) == len(x),
-            wants.replace("a non-empty list", "a non-empty list of distinct items"))
+    return lambda x: ok(x) and len(set(x)) == len(x), f"{wants}, no item twice"
 
 
 def _mapping_of(item: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:

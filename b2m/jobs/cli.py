@@ -143,7 +143,7 @@ def run(job: str, argv: Sequence[str] | None = None) -> int:
             # A job validates before it writes; a folder this call made (Hydra's, or a job's) goes too.
             if created and out_dir.is_dir():
                 shutil.rmtree(out_dir)
-            elif not had_marker:
+            elif not had_marker and out_dir.is_dir():
                 outputs.unmark(out_dir)
             raise SystemExit(2) from None
 
