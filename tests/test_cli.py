@@ -70,7 +70,8 @@ def test_retrieve_after_train(tmp_path):
     assert res.returncode == 0, res.stderr
     manifest = json.loads((out / "retrieval" / "retrieval_sub-001.json").read_text())
     assert len(manifest["clips"]) == 10
-    for clip_id, hits in manifest["clips"].items():
+    for clip_id, clip in manifest["clips"].items():
+        hits = clip["ranks"]
         assert [h["rank"] for h in hits] == [1, 2, 3]
         assert all(clip_id.rsplit("_", 1)[0] not in h["path"] for h in hits)  # the stimulus is excluded
         assert all((out / "retrieval" / h["file"]).exists() for h in hits)

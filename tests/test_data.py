@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from b2m.core.config import compose
 from b2m.data import preprocess as preprocess_module
 from b2m.data.bids import BIDSDataset, read_events, repetition_time, subject_label
 from b2m.data.datamodule import BrainDataModule
-from b2m.data.subjects import load_subject
+from b2m.data.subjects import load_preprocessed, load_subject
 from b2m.data.nifti import load_mask, open_run, read_masked
 from b2m.data.preprocess import PreprocessConfig, clean, zscore
 from b2m.data.samples import split_by_clip
@@ -167,6 +168,49 @@ def test_preprocessing_is_cached(bids, monkeypatch):
     median = data_cfg(bids, "data.preprocess.detrend=median")
     third = load_subject(median, "sub-001", acoustic(median), seed=0)
     assert not np.allclose(first.test.x, third.test.x)
+
+
+def test_preprocessing_cache_follows_the_tr(bids, monkeypatch):
+    func = bids / "sub-001" / "func"
+    for bold in func.glob("*_bold.nii"):  # headers that state no TR (pixdim[4] = 0): the sidecars give it
+        write_run(bold, np.asanyarray(nib.load(str(bold)).dataobj), tr=0.0)
+    cfg = data_cfg(bids, "data.preprocess.detrend=median")  # the median filter's width is in seconds
+    first = load_preprocessed(cfg, "sub-001")
+    for sidecar in func.glob("*_bold.json"):
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "RepetitionTime": 2.0}))
+    reads = []
+    original = preprocess_module.read_masked
+    monkeypatch.setattr(preprocess_module, "read_masked", lambda *a: reads.append(a) or original(*a))
+    second = load_preprocessed(cfg, "sub-001")
+    assert second.tr == 2.0 and len(reads) == 2
+    assert not np.allclose(first.data.runs["Test-01"], second.data.runs["Test-01"])
+
+
+@pytest.mark.parametrize("zoom, unit, refused", [
+    (1.5, "sec", False), (1500.0, "msec", False), (1.5e6, "usec", False), (1.5012, "sec", False),
+    (1.5, "unknown", False),   # no unit: seconds
+    (0.0, "sec", False), (1.0, "unknown", False), (1.5, "hz", False),  # no TR stated
+    (2.0, "sec", True), (1.51, "sec", True), (2000.0, "msec", True), (1.0, "sec", True), (2.0, "unknown", True),
+    (1500.0, "unknown", True),
+])
+def test_the_header_tr_must_agree_with_the_sidecar(tmp_path, zoom, unit, refused):
+    from b2m.data.bids import Run
+
+    bold = tmp_path / "sub-001_task-Test_run-01_bold.nii"
+    image = nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.int16), np.eye(4))
+    image.header.set_xyzt_units("mm", unit)
+    image.header["pixdim"][4] = zoom
+    nib.save(image, str(bold))
+    sidecar = tmp_path / "sub-001_task-Test_run-01_bold.json"
+    sidecar.write_text(json.dumps({"RepetitionTime": 1.5}))
+    run = Run("sub-001", "Test", 1, bold, tmp_path / "sub-001_task-Test_run-01_events.tsv", sidecar)
+    if not refused:
+        assert repetition_time(run) == 1.5
+        return
+    with pytest.raises(B2MError, match=f"{sidecar.name}: RepetitionTime 1.5 s disagrees with the NIfTI header of "
+                                       f".*{bold.name} \\(.* s in pixdim\\[4\\]\\)") as err:
+        repetition_time(run)
+    assert str(sidecar) in str(err.value) and str(bold) in str(err.value)
 
 
 def test_mismatched_grids_between_runs(bids):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_sco
 from b2m.core.config import compose
 from b2m.core.clips import GENRES
 from b2m.core.errors import B2MError
+from b2m.core.runs import read_predictions
 from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
 from b2m.jobs.evaluate import evaluate
 from b2m.evaluation.genre import genre_scores
@@ -146,30 +148,35 @@ def test_evaluation_of_a_run(tuned_run, tmp_path):
 
 
 def write_recon(run: Path, folder: Path, kind: str, stimulus: bool) -> Path:
-    """Hand-made reconstructions of sub-001's test clips in the documented layouts: the stimulus track
-    itself (`stimulus=True`, a perfect reconstruction) or noise."""
-    with np.load(run / "predictions" / "sub-001.npz", allow_pickle=False) as f:
-        ids = [str(c) for c in f["clip_ids"]]
+    """Hand-made reconstructions of every subject's test clips in the documented layouts: the stimulus
+    track itself (`stimulus=True`, a perfect reconstruction) or noise."""
     stimuli = Path(OmegaConf.load(run / "config.yaml").data.root) / "stimuli" / "genres"
     rng = np.random.default_rng(0)
-    clips, records = {}, []
-    for clip_id in ids:
-        track = clip_id.rsplit("_", 1)[0]
-        for k in range(2):
-            dest = folder / "sub-001" / f"{clip_id}_{k}.wav"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if stimulus:
-                shutil.copyfile(stimuli / track.split(".")[0] / f"{track}.wav", dest)
-            else:
-                sf.write(dest, (0.1 * rng.normal(size=64000)).astype(np.float32), 32000)
-            clips.setdefault(clip_id, []).append({"rank": k + 1, "path": str(dest), "score": 0.0,
-                                                  "file": dest.relative_to(folder).as_posix()})
-            records.append({"subject": "sub-001", "clip_id": clip_id, "k": k, "seed": k, "config_hash": "h",
-                            "duration_s": 2.0, "path": dest.relative_to(folder).as_posix()})
-    if kind == "retrieval":
-        (folder / "retrieval_sub-001.json").write_text(json.dumps(
-            {"subject": "sub-001", "k": 2, "exclude_stimulus": False, "space": "acoustic", "clips": clips}))
-    else:
+    records = []
+    for file in sorted((run / "predictions").glob("*.npz")):
+        predictions, clips = read_predictions(file), {}
+        subject = predictions.subject
+        for n, clip_id in enumerate(predictions.clip_ids):
+            track = clip_id.rsplit("_", 1)[0]
+            ranks = []
+            for k in range(2):
+                dest = folder / subject / f"{clip_id}_{k}.wav"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if stimulus:
+                    shutil.copyfile(stimuli / track.split(".")[0] / f"{track}.wav", dest)
+                else:
+                    sf.write(dest, (0.1 * rng.normal(size=64000)).astype(np.float32), 32000)
+                digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+                ranks.append({"rank": k + 1, "path": str(dest), "score": 0.0, "sha256": digest,
+                              "file": dest.relative_to(folder).as_posix()})
+                records.append({"subject": subject, "clip_id": clip_id, "k": k, "seed": k, "config_hash": "h",
+                                "duration_s": 2.0, "path": dest.relative_to(folder).as_posix(), "sha256": digest,
+                                "input_hash": predictions.input_hash(n)})
+            clips[clip_id] = {"input_hash": predictions.input_hash(n), "ranks": ranks}
+        if kind == "retrieval":
+            (folder / f"retrieval_{subject}.json").write_text(json.dumps(
+                {"subject": subject, "k": 2, "exclude_stimulus": False, "space": "acoustic", "clips": clips}))
+    if kind != "retrieval":
         (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return folder
 
@@ -213,12 +220,19 @@ def test_bad_input_is_a_one_line_error_naming_the_file(tuned_run, tmp_path):
     retrieval = write_recon(tuned_run, tmp_path / "retr", "retrieval", stimulus=False)
     victim = sorted((retrieval / "sub-001").glob("*.wav"))[0]
     victim.unlink()
-    with pytest.raises(B2MError, match=rf"retrieval_sub-001\.json: {victim} \(clip .*\) not found"):
+    with pytest.raises(B2MError, match=rf"{victim}: listed in {retrieval} but not found"):
         evaluate(eval_cfg(tuned_run, tmp_path / "ev", f"retrieval={retrieval}"))
 
     generated = write_recon(tuned_run, tmp_path / "gen", "generated", stimulus=False)
     corrupt = sorted((generated / "sub-001").glob("*.wav"))[1]
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.raises(B2MError, match=rf"^{corrupt}: changed since it was written"):
+        evaluate(eval_cfg(tuned_run, tmp_path / "ev", f"generated={generated}"))
+    # A file that was already damaged when it was written (its sha256 is the manifest's) is unreadable audio.
+    records = [json.loads(line) for line in (generated / "manifest.jsonl").read_text().splitlines()]
+    for rec in records:
+        rec["sha256"] = hashlib.sha256((generated / rec["path"]).read_bytes()).hexdigest()
+    (generated / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(B2MError, match=rf"^{corrupt}: unreadable audio [^\n]*$"):
         evaluate(eval_cfg(tuned_run, tmp_path / "ev", f"generated={generated}", "logo=false", "genre=false",
                           "report.enabled=false"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from b2m.core.config import compose
 from b2m.core.errors import B2MError
+from b2m.data.bids import repetition_time
 from b2m.data.confounds import ConfoundConfig, load_run_confounds
 from b2m.data.fmriprep import FMRIPrepDataset, parse_name
 from b2m.data.nifti import open_run, read_masked
@@ -168,17 +171,93 @@ def confounds_file(root: Path, run: str = "Training_run-01") -> Path:
     return root / FUNC / f"sub-001_task-{run}_desc-confounds_timeseries.tsv"
 
 
+def set_cell(rows: list[str], line: int, column: str, value: str) -> list[str]:
+    """`rows` with the value of `column` on file line `line` (the header is line 1) set to `value`."""
+    cells = rows[line - 1].split("\t")
+    cells[rows[0].split("\t").index(column)] = value
+    return rows[:line - 1] + ["\t".join(cells)] + rows[line:]
+
+
+def rename_column(rows: list[str], index: int, name: str) -> list[str]:
+    header = rows[0].split("\t")
+    header[index] = name
+    return ["\t".join(header)] + rows[1:]
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda rows: [r.split("\t", 1)[1] for r in rows], "missing.*trans_x"),
     (lambda rows: rows[:-1], "409 rows, the BOLD .* has 410 volumes"),
+    (lambda rows: rows[:100], "99 rows, the BOLD .* has 410 volumes"),
+    (lambda rows: rows[:1], "0 rows, the BOLD .* has 410 volumes"),
+    (lambda rows: [], "confounds file is empty"),
     (lambda rows: rows[:5] + ["\t".join(["n/a"] * len(rows[0].split("\t")))] + rows[6:], "non-finite"),
+    (lambda rows: set_cell(rows, 6, "trans_x", "n/a"),
+     "column trans_x has non-finite values \\(first at volume 4, counting from 0\\)"),
+    # A text value, in a column that the strategy uses and in one that only scrubbing would.
+    (lambda rows: set_cell(rows, 8, "trans_y", "0.1mm"), "line 8, column trans_y: '0.1mm' is not a number"),
+    (lambda rows: set_cell(rows, 300, "framewise_displacement", "high"),
+     "line 300, column framewise_displacement: 'high' is not a number"),
+    (lambda rows: rename_column(rows, 1, rows[0].split("\t")[0]), "column trans_x appears twice in the header"),
+    (lambda rows: rename_column(rows, 2, ""), "column 3 of the header has no name"),
+    (lambda rows: rows[:5] + [rows[5] + "\t0.5"] + rows[6:], "line 6 has 70 fields, the header has 69"),
+    (lambda rows: rows[:5] + [rows[5].rsplit("\t", 1)[0]] + rows[6:], "line 6 has 68 fields, the header has 69"),
 ])
 def test_bad_confounds_are_one_line_errors(copy, edit, message):
     path = confounds_file(copy)
-    path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
+    assert len(path.read_text().splitlines()[0].split("\t")) == 69  # the counts the messages name
+    path.write_text("".join(row + "\n" for row in edit(path.read_text().splitlines())))
     with pytest.raises(B2MError, match=message) as err:
         load_preprocessed(data_cfg(copy), SUB)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_blank_lines_in_confounds_are_skipped_and_lines_counted(copy):
+    path = confounds_file(copy)
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join(rows[:3] + [""] + rows[3:]) + "\n\n")
+    assert load_preprocessed(data_cfg(copy), SUB).data.n_voxels > 0
+    edited = set_cell(rows, 9, "rot_x", "x")
+    path.write_text("\n".join(edited[:3] + [""] + edited[3:]) + "\n")
+    with pytest.raises(B2MError, match="line 10, column rot_x: 'x' is not a number"):
+        load_preprocessed(data_cfg(copy), SUB)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not valid JSON"),
+    ("[1]", r"a JSON list where a confounds sidecar \(a JSON object\) belongs"),
+    ('{"trans_x": 3}', "the entry of trans_x is not a JSON object"),
+])
+def test_bad_confounds_sidecars_are_one_line_errors(copy, text, message):
+    sidecar = confounds_file(copy).with_suffix(".json")
+    sidecar.write_text(text)
+    for strategy in ("[motion]", "[compcor,high_pass]"):  # nilearn reads it for any strategy
+        with pytest.raises(B2MError, match=message) as err:
+            load_preprocessed(data_cfg(copy, f"data.confounds={strategy}"), SUB)
+        assert str(sidecar) in str(err.value) and "\n" not in str(err.value)
+    sidecar.unlink()  # optional but for CompCor
+    assert load_preprocessed(data_cfg(copy, "data.confounds=[motion]"), SUB).data.n_voxels > 0
+
+
+def test_the_preprocessing_cache_follows_the_confound_values(copy, monkeypatch):
+    from b2m.data import preprocess
+
+    cfg = data_cfg(copy, f"data.cache_dir={copy / 'cache'}")
+    first = load_preprocessed(cfg, SUB).data.runs["Training-01"].copy()
+    reads = []
+    original = preprocess.read_masked
+    monkeypatch.setattr(preprocess, "read_masked", lambda *a: reads.append(a) or original(*a))
+    load_preprocessed(cfg, SUB)
+    assert reads == []
+    # One motion value changed, the file's size and modification time kept.
+    path = confounds_file(copy)
+    stat = path.stat()
+    rows = path.read_text().splitlines()
+    old = rows[100].split("\t")[rows[0].split("\t").index("trans_x")]
+    path.write_text("".join(row + "\n" for row in set_cell(rows, 101, "trans_x", "5" * len(old))))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    second = load_preprocessed(cfg, SUB).data.runs["Training-01"]
+    assert len(reads) == 3 and not np.array_equal(first, second)
 
 
 def test_confound_config_is_checked(copy):
@@ -187,9 +266,36 @@ def test_confound_config_is_checked(copy):
     with pytest.raises(B2MError, match="data.confound_options.motion: expected one of basic"):
         load_preprocessed(data_cfg(copy, "data.confound_options.motion=all"), SUB)
     confounds_file(copy).unlink()
-    with pytest.raises(B2MError, match="confounds file missing"):
+    with pytest.raises(B2MError, match=r"confounds file missing \(or set data.confounds=\[\]\)"):
+        load_preprocessed(data_cfg(copy), SUB)
+    confounds_file(copy).mkdir()
+    with pytest.raises(B2MError, match="timeseries.tsv: confounds file expected, found a folder"):
         load_preprocessed(data_cfg(copy), SUB)
     assert load_preprocessed(data_cfg(copy, "data.confounds=[]"), SUB).data.n_voxels > 0
+
+
+def test_the_tr_of_a_derivative_must_agree_with_the_raw_sidecar_and_its_header(copy):
+    run = FMRIPrepDataset(copy, None, "T1w").runs(SUB, "Training")[0]
+    raw = copy / "sub-001/func/sub-001_task-Training_run-01_bold.json"
+    meta = json.loads(raw.read_text())
+    assert repetition_time(run) == meta["RepetitionTime"] == 1.5
+    raw.write_text(json.dumps({**meta, "RepetitionTime": 2.0}))
+    with pytest.raises(B2MError, match="desc-preproc_bold.json: RepetitionTime 1.5 s disagrees with the raw sidecar "
+                                       ".*Training_run-01_bold.json's 2 s") as err:
+        load_preprocessed(data_cfg(copy), SUB)
+    assert str(raw) in str(err.value) and str(run.sidecar) in str(err.value) and "\n" not in str(err.value)
+    raw.write_text(json.dumps({**meta, "RepetitionTime": 1.5005}))  # rounding, within 1e-3
+    assert repetition_time(run) == 1.5
+    # A raw sidecar that inherits its TR from a higher level, or none at all, states nothing to compare.
+    raw.write_text(json.dumps({k: v for k, v in meta.items() if k != "RepetitionTime"}))
+    assert repetition_time(run) == 1.5
+    raw.unlink()
+    assert repetition_time(run) == 1.5
+    # The derivative's sidecar against its own header (1.5 s in pixdim[4]).
+    run.sidecar.write_text(json.dumps({**json.loads(run.sidecar.read_text()), "RepetitionTime": 2.0}))
+    with pytest.raises(B2MError, match=f"desc-preproc_bold.json: RepetitionTime 2 s disagrees with the NIfTI header "
+                                       f"of {run.bold} \\(1.5 s in pixdim\\[4\\]\\)"):
+        load_preprocessed(data_cfg(copy), SUB)
 
 
 def test_mask_on_another_grid_is_refused(copy):
@@ -280,6 +386,33 @@ def test_atlas_selection_grid_and_resampling(prep, tmp_path):
     cfg.resample = True
     back = load_atlas(cfg, SUB, bold.grid, bold.affine)
     assert np.mean(back.labels == atlas.labels) > 0.97
+
+
+@pytest.mark.parametrize("resample", ["false", "true"])
+def test_an_atlas_must_be_one_3d_label_image(prep, tmp_path, resample):
+    atlas_path, table = demo_fmriprep.atlas_paths(prep, 1)
+    source = nib.load(str(atlas_path))
+    labels = np.asarray(source.dataobj)
+
+    def cfg(path):
+        return data_cfg(prep, f"data.rois.atlas={path}", f"data.rois.labels={table}", f"data.rois.resample={resample}",
+                        "data.rois.select=[ctx-*-superiortemporal]")
+
+    # A probabilistic or multi-volume atlas: one volume per region, or several label images.
+    stacked = tmp_path / "probseg.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([labels, labels], axis=-1), source.affine), str(stacked))
+    with pytest.raises(B2MError, match=r"probseg.nii.gz: atlas must be a 3D image \(one value per voxel\), "
+                                       r"found shape \(10, 10, 8, 2\)$") as err:
+        load_preprocessed(cfg(stacked), SUB)
+    assert "\n" not in str(err.value)
+    with pytest.raises(B2MError, match="atlas file expected, found a folder"):
+        load_preprocessed(cfg(tmp_path), SUB)
+    # One volume in a 4D image is a 3D atlas, as is.
+    single = tmp_path / "single.nii.gz"
+    nib.save(nib.Nifti1Image(labels[..., None], source.affine), str(single))
+    bold = open_run(prep / FUNC / "sub-001_task-Test_run-01_space-T1w_desc-preproc_bold.nii.gz")
+    atlas = load_atlas(cfg(single).rois, SUB, bold.grid, bold.affine)
+    np.testing.assert_array_equal(atlas.labels, labels)
 
 
 def test_demo_layouts_do_not_mix_in_one_folder(copy):

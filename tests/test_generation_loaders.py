@@ -163,3 +163,119 @@ def test_codec_config_refuses_other_variants():
            "rvq": {"n_q": 4, "bins": 2048}, "seanet": {"norm": "time_group_norm", "ratios": [8, 5, 4, 4]}}
     with pytest.raises(B2MError, match="norm"):
         codec_config_from_audiocraft(cfg, "compression_state_dict.bin")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, reference):
+    """The tiny reference saved as a transformers MusicGen folder (copy it before breaking it)."""
+    folder = tmp_path_factory.mktemp("saved") / "musicgen"
+    reference.save_pretrained(folder)
+    return folder
+
+
+def broken_copy(saved, tmp_path, case: str):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(saved, tmp_path / "broken")
+    weights, config = folder / "model.safetensors", folder / "config.json"
+    if case == "config not JSON":
+        config.write_text(config.read_text()[:-20])
+    elif case == "config a list":
+        config.write_text(json.dumps([json.loads(config.read_text())]))
+    elif case == "config missing":
+        config.unlink()
+    elif case == "weights truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif case == "weights empty":
+        weights.write_bytes(b"")
+    elif case == "no weights":
+        weights.unlink()
+    elif case == "another model":  # the MusicGen's own codec, saved alone: a model of type encodec
+        shutil.rmtree(folder)
+        random_musicgen("tiny").audio_encoder.save_pretrained(folder)
+    elif case == "third of the tensors removed":
+        tensors = load_file(weights)
+        save_file({k: v for i, (k, v) in enumerate(sorted(tensors.items())) if i % 3}, weights, {"format": "pt"})
+    return folder
+
+
+@pytest.mark.parametrize("case,message", [
+    ("config not JSON", r"broken/config\.json: not valid JSON \(.* at line \d+, column \d+\)"),
+    ("config a list", r"broken/config\.json: a JSON list where a model config \(a JSON object\) belongs"),
+    ("config missing", r"broken/config\.json: model config missing"),
+    ("weights truncated", r"broken/model\.safetensors: not a readable safetensors file \(.*not fully covered\)"),
+    ("weights empty", r"broken/model\.safetensors: not a readable safetensors file \(.*header too small\)"),
+    ("no weights", r"broken: cannot load MusicgenForConditionalGeneration \(.*no file named model\.safetensors"),
+    ("another model", r"broken/config\.json: a 'encodec' model, not the 'musicgen' model that "
+                      r"MusicgenForConditionalGeneration loads"),
+    ("third of the tensors removed", r"broken: \d+ tensors of MusicgenForConditionalGeneration are missing from "
+                                     r"the weights files \(audio_encoder\..*, .*, .* and \d+ more\)"),
+])
+def test_transformers_folders_that_cannot_load_are_one_line_errors(saved, tmp_path, case, message):
+    folder = broken_copy(saved, tmp_path, case)
+    with pytest.raises(B2MError, match=message) as err:
+        load_transformers(folder)
+    assert "\n" not in str(err.value)
+
+
+def test_transformers_folder_with_reshaped_or_extra_tensors(saved, tmp_path, reference):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(saved, tmp_path / "musicgen")
+    tensors = load_file(folder / "model.safetensors")
+    name = "decoder.lm_heads.0.weight"
+    save_file({**tensors, name: tensors[name][:10]}, folder / "model.safetensors", {"format": "pt"})
+    with pytest.raises(B2MError, match=rf"1 tensors of MusicgenForConditionalGeneration have another shape .* "
+                                       rf"\(first: {name} \(10, 64\), expected \(2048, 64\)\)"):
+        load_transformers(folder)
+    # Tensors the model does not use (a pretraining head) are left aside with a warning; the rest loads.
+    save_file({**tensors, "extra_head.weight": torch.zeros(2, 2)}, folder / "model.safetensors", {"format": "pt"})
+    with pytest.warns(UserWarning, match=r"1 tensors of the weights files are not part of "
+                                         r"MusicgenForConditionalGeneration and were left aside \(extra_head.weight\)"):
+        loaded = load_transformers(folder)
+    assert torch.equal(loaded.decoder.lm_heads[0].weight, reference.decoder.lm_heads[0].weight)
+
+
+def test_audiocraft_packages_that_cannot_load_are_one_line_errors(tmp_path, reference):
+    path = tmp_path / "state_dict.bin"
+    state = audiocraft_state(reference)
+    torch.save({"best_state": state, "xp.cfg": xp_cfg(4)}, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(B2MError, match=r"state_dict\.bin: not a loadable audiocraft checkpoint \(\w+: .+\)"):
+        lm_from_audiocraft(path)
+    # The codec's package where the LM's belongs (the two files swapped).
+    torch.save({"best_state": {"encoder.model.0.conv.conv.bias": torch.zeros(4)}, "xp.cfg": xp_cfg(4)}, path)
+    with pytest.raises(B2MError, match="state_dict.bin: not an audiocraft MusicGen LM"):
+        lm_from_audiocraft(path)
+    torch.save({"best_state": state, "xp.cfg": ["not", "a", "mapping"]}, path)
+    with pytest.raises(B2MError, match="state_dict.bin: xp.cfg is a list, not a config mapping"):
+        lm_from_audiocraft(path)
+    removed = [name for name in state if name.endswith(("linear2.weight", "norm2.bias"))]
+    torch.save({"best_state": {k: v for k, v in state.items() if k not in removed}, "xp.cfg": xp_cfg(4)}, path)
+    with pytest.raises(B2MError, match=rf"state_dict.bin: {len(removed)} tensors of the MusicGen LM are missing "
+                                       r"from the weights files \(transformer.layers.0.linear2.weight, "):
+        lm_from_audiocraft(path)
+
+
+def test_audiocraft_codec_with_missing_tensors(tmp_path):
+    from b2m.reconstruction.musicgen.loaders import codec_from_audiocraft
+
+    seanet = {"dimension": 16, "n_filters": 4, "n_residual_layers": 1, "ratios": [8, 5, 4, 4], "norm": "weight_norm",
+              "kernel_size": 7, "residual_kernel_size": 3, "last_kernel_size": 7, "dilation_base": 2,
+              "pad_mode": "constant", "true_skip": True, "compress": 2, "lstm": 1, "causal": False}
+    cfg = {"seanet": seanet, "encodec": {"sample_rate": 32000, "channels": 1, "renormalize": False},
+           "rvq": {"n_q": 4, "bins": 2048}}
+    path = tmp_path / "compression_state_dict.bin"
+    torch.save({"best_state": {"encoder.model.0.conv.conv.bias": torch.zeros(4)}, "xp.cfg": cfg}, path)
+    with pytest.raises(B2MError, match=r"compression_state_dict.bin: \d+ tensors of EncodecModel are missing from "
+                                       r"the weights files \(decoder\..* and \d+ more\)"):
+        codec_from_audiocraft(path)
+    cfg["seanet"] = ["not", "a", "mapping"]
+    torch.save({"best_state": {}, "xp.cfg": cfg}, path)
+    with pytest.raises(B2MError, match="compression_state_dict.bin: xp.cfg holds an unusable EnCodec config"):
+        codec_from_audiocraft(path)

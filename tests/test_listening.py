@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html.parser
 import json
+import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import unquote
@@ -15,7 +17,8 @@ from scipy.stats import binomtest
 
 from b2m.core.config import compose
 from b2m.core.errors import B2MError
-from b2m.evaluation.listening import FORMAT, listening_trials, read_listening, write_listening_page
+from b2m.evaluation.listening import (DRAW, FORMAT, _fnv1a, listening_session, listening_trials, read_listening,
+                                      write_listening_page)
 from b2m.jobs.evaluate import evaluate
 from test_evaluation import run_cli, write_recon
 
@@ -33,22 +36,42 @@ needs_browser = pytest.mark.skipif(
     webdriver is None or CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs selenium (pip install -e '.[dev]'), chromium and chromedriver (apt-get install chromium "
            "chromium-driver); CI installs them")
+NODE = shutil.which("node")
 SESSION = 10  # trials per listener session in the browser test
+TITLE = "b2m listening test: run"
+CLIPS = {s: [f"c{i}" for i in range(4)] for s in ("sub-001", "sub-002")}  # the run's test clips
 
 
-def trial(subject: str, method: str, target: str, choice: str, **extra) -> dict:
-    return {"index": 0, "subject": subject, "method": method, "clip_id": "blues.00000_0", "foil_clip_id": "x",
-            "target_position": target, "choice": choice, "response_ms": 1200, **extra}
+def results_page(folder: Path, seed: int = 0, title: str = TITLE, n_per_session: int = 6) -> dict:
+    """`folder/listen.html` over 2 methods x 2 subjects x 4 clips (16 trials); returns its data."""
+    heard = {m: {s: {f"c{i}": f"audio/{m}/{s}/c{i}.wav" for i in range(4)} for s in ("sub-001", "sub-002")}
+             for m in ("retrieval", "generated")}
+    pool = listening_trials(heard, {f"c{i}": f"audio/stimuli/c{i}.wav" for i in range(4)}, seed)
+    return json.loads(pool_text(write_listening_page(folder, pool, seed, title, n_per_session)))
+
+
+def answers(page: dict, listener: str, right) -> list[dict]:
+    """`listener`'s session as the page records it, trial i answered right when `right(i)`."""
+    return [{"index": i, "subject": t["subject"], "method": t["method"], "clip_id": t["clip_id"],
+             "foil_clip_id": t["foil_clip_id"], "target_position": target,
+             "choice": target if right(i) else ("B" if target == "A" else "A"), "response_ms": 1200}
+            for i, (t, target) in enumerate(listening_session(page, listener))]
 
 
 def write_result(folder: Path, name: str, listener: str, trials: list[dict], **extra) -> Path:
-    """A result file as listen.html downloads it."""
-    doc = {"format": FORMAT, "page": "b2m listening test: run", "seed": 0, "listener": listener,
-           "started": f"2024-05-01T10:00:00.000Z {name}", "finished": "2024-05-01T10:20:00.000Z",
-           "trials": [{**t, "index": i} for i, t in enumerate(trials)], **extra}
+    """A result file as listen.html downloads it (from the page `results_page` writes, by default)."""
+    doc = {"format": FORMAT, "page": TITLE, "seed": 0, "listener": listener, "started": "2024-05-01T10:00:00.000Z",
+           "finished": "2024-05-01T10:20:00.000Z", "trials": trials, **extra}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(json.dumps(doc))
     return folder / name
+
+
+def refused(folder: Path, path: Path, message: str) -> None:
+    """Reading `folder` is a one-line B2MError naming `path` and saying `message` (a regex)."""
+    with pytest.raises(B2MError, match=rf"^{re.escape(str(path))}: {message}") as err:
+        read_listening(folder, 0.95, CLIPS)
+    assert "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------- the pool and the page
@@ -123,24 +146,77 @@ def test_the_page_embeds_its_pool_safely(tmp_path):
     assert "http" not in text  # nothing from a network
 
 
+# ----------------------------------------------------------------- the session draw
+LISTENERS = ["ann", "tester <1>", "", " x ", "é\u2028", "\U0001F3B5 two units", "a" * 300]
+
+
+def uneven_page(seed: int, n_per_session: int) -> dict:
+    """A pool of 3 methods with 6, 4 and 1 trials, not grouped by method."""
+    heard = {m: {"sub-001": {f"c{i}": f"{m}/c{i}.wav" for i in range(k)}, "sub-002": {"c0": "x", "c1": "y"}}
+             for m, k in (("retrieval", 4), ("generated", 2))}
+    pool = listening_trials(heard, {f"c{i}": f"stimuli/c{i}.wav" for i in range(4)}, seed)
+    pool.insert(1, {**pool[-1], "method": "other", "subject": "sub-001"})
+    return {"seed": seed, "n_per_session": n_per_session, "trials": pool}
+
+
+def test_fnv1a_gives_the_reference_values():
+    # The FNV authors' test vectors (32-bit FNV-1a); the node test covers characters beyond U+FFFF.
+    assert (_fnv1a(""), _fnv1a("a"), _fnv1a("foobar")) == (0x811C9DC5, 0xE40C292C, 0xBF9CF968)
+
+
+def test_a_session_is_balanced_and_fixed_by_the_seed_and_listener():
+    page = uneven_page(0, 8)
+    session = listening_session(page, "ann")
+    methods = [t["method"] for t, _ in session]
+    # Rounds of one trial per method until the rarest one runs out, then the others alternate.
+    assert sorted(methods[:3]) == ["generated", "other", "retrieval"]
+    assert sorted(methods[3:5]) == sorted(methods[5:7]) == ["generated", "retrieval"]
+    assert methods.count("other") == 1
+    assert [p for _, p in session].count("A") == 4
+    assert len({(t["method"], t["subject"], t["clip_id"]) for t, _ in session}) == 8
+    assert listening_session(page, "ann") == session
+    assert listening_session(page, "bob") != session
+    assert listening_session({**page, "seed": 1}, "ann") != session
+    assert len(listening_session({**page, "n_per_session": 100}, "ann")) == len(page["trials"])
+
+
+@pytest.mark.skipif(NODE is None, reason="needs node to run the page's JavaScript")
+@pytest.mark.parametrize("seed, n_per_session", [(0, 8), (12345, 5), (2 ** 40 + 7, 100)])
+def test_the_python_draw_is_the_pages_javascript_draw(seed, n_per_session):
+    page = uneven_page(seed, n_per_session)
+    # The page's own draw (DRAW, as listen.html embeds it) for each listener, in node.
+    harness = "'use strict';" + DRAW + """
+    const q = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+    console.log(JSON.stringify(q.listeners.map(function (l) { return drawSession(q.page, l); })));
+    """
+    out = subprocess.run([NODE, "-e", harness], input=json.dumps({"page": page, "listeners": LISTENERS}),
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    js = [[(s["trial"], s["target"]) for s in session] for session in json.loads(out)]
+    assert js == [listening_session(page, listener) for listener in LISTENERS]
+
+
 # ----------------------------------------------------------------- reading results
 def test_results_are_scored_from_choices_with_exact_intervals(tmp_path):
     folder = tmp_path / "results"
-    # Listener 1: retrieval 3 of 4 right (one trial claims `correct` falsely), generated 1 of 2.
-    write_result(folder, "listening_ann.json", "ann", [
-        trial("sub-001", "retrieval", "A", "A"), trial("sub-001", "retrieval", "B", "B"),
-        trial("sub-002", "retrieval", "A", "A"), trial("sub-002", "retrieval", "A", "B", correct=True),
-        trial("sub-001", "generated", "B", "A", correct=True), trial("sub-001", "generated", "B", "B")])
-    # Listener 2 (two sessions): retrieval 1 of 2.
-    write_result(folder, "listening_bob_1.json", "bob", [trial("sub-001", "retrieval", "A", "B")])
-    write_result(folder, "listening_bob_2.json", "bob", [trial("sub-001", "retrieval", "B", "B")])
+    page = results_page(folder)
+    rules = {"ann": lambda i: i % 3 != 0, "bob": lambda i: i % 2 == 0}
+    for listener, right in rules.items():
+        trials = answers(page, listener, right)
+        trials[0]["correct"] = True  # a wrong answer claiming otherwise: ignored
+        write_result(folder, f"listening_{listener}.json", listener, trials)
     # Neither hidden files nor other files nor sub-folders are read.
     (folder / ".listening_ann.json").write_text("junk")
     (folder / "notes.txt").write_text("junk")
-    write_result(folder / "old", "listening_old.json", "old", [trial("sub-001", "retrieval", "A", "A")])
+    write_result(folder / "old", "listening_carl.json", "carl", answers(page, "carl", lambda i: True))
 
-    m = read_listening(folder, 0.9)
+    m = read_listening(folder, 0.9, CLIPS)
     assert m["listening/n_listeners"] == 2
+    marks = [(t["method"], t["subject"], rules[listener](i)) for listener in rules
+             for i, (t, _) in enumerate(listening_session(page, listener))]
+
+    def count(method: str, subject: str | None = None) -> tuple[int, int]:
+        mine = [r for m_, s, r in marks if m_ == method and subject in (None, s)]
+        return sum(mine), len(mine)
 
     def expect(prefix: str, k: int, n: int) -> None:
         ci = binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
@@ -148,55 +224,126 @@ def test_results_are_scored_from_choices_with_exact_intervals(tmp_path):
         assert (m[f"{prefix}/accuracy_ci_low"], m[f"{prefix}/accuracy_ci_high"]) == pytest.approx((ci.low, ci.high))
         assert m[f"{prefix}/n_trials"] == n
 
-    expect("listening/retrieval", 4, 6)
-    expect("listening/generated", 1, 2)
-    expect("sub-001/listening/retrieval", 3, 4)
-    expect("sub-002/listening/retrieval", 1, 2)
-    expect("sub-001/listening/generated", 1, 2)
-    assert m["listening/retrieval/n_listeners"] == 2 and m["listening/generated/n_listeners"] == 1
-    assert "sub-002/listening/generated/accuracy" not in m
+    assert count("retrieval")[1] == count("generated")[1] == 6  # 3 of each per session
+    for method in ("retrieval", "generated"):
+        expect(f"listening/{method}", *count(method))
+        assert m[f"listening/{method}/n_listeners"] == 2
+        for subject in ("sub-001", "sub-002"):
+            if count(method, subject)[1]:
+                expect(f"{subject}/listening/{method}", *count(method, subject))
+            else:
+                assert f"{subject}/listening/{method}/accuracy" not in m
     assert all(isinstance(m[k], int) for k in m if k.endswith(("n_trials", "n_listeners")))
+
+
+def test_a_forged_target_position_is_refused_and_never_scored(tmp_path):
+    folder = tmp_path / "results"
+    page = results_page(folder)
+    honest = answers(page, "ann", lambda i: True)
+    for t in honest:
+        t["choice"] = "A"  # always A: right on the half of the trials whose target is A
+    path = write_result(folder, "listening_ann.json", "ann", honest)
+    assert read_listening(folder, 0.95, CLIPS)["listening/retrieval/accuracy"] == pytest.approx(
+        sum(t["target_position"] == "A" for t in honest if t["method"] == "retrieval") / 3)
+    forged = [{**t, "target_position": t["choice"]} for t in honest]
+    first = next(i for i, t in enumerate(honest) if t["target_position"] != "A")
+    write_result(folder, path.name, "ann", forged)
+    refused(folder, path, rf"trials\[{first}\]: target_position 'A' is not where the page put the target "
+                          rf"for listener 'ann' \('B'\)")
+
+
+def unoffered(page: dict, listener: str) -> dict:
+    """A trial of the pool that `listener`'s session does not hold."""
+    shown = [t for t, _ in listening_session(page, listener)]
+    return next(t for t in page["trials"] if t not in shown)
+
+
+def set_trial(i: int, **values):
+    return lambda doc, page: doc["trials"][i].update(values)
+
+
+def offer(i: int):
+    """Trial i becomes one of the pool the page never showed this listener (its choice and target kept)."""
+    return lambda doc, page: doc["trials"][i].update(
+        {k: unoffered(page, "bob")[k] for k in ("subject", "method", "clip_id", "foil_clip_id")})
 
 
 @pytest.mark.parametrize("fault, message", [
     ("{", r"not valid JSON"),
-    ({"format": "b2m-listening/2"}, r"not a listening-test result \(format 'b2m-listening/2'"),
     ([], r"not a listening-test result \(format 'list'"),
+    ({"format": "b2m-listening/2"}, r"not a listening-test result \(format 'b2m-listening/2'"),
     ({"listener": ""}, r"listener must be a non-empty string"),
     ({"trials": []}, r"trials must be a non-empty list"),
-    ({"trials": [trial("sub-001", "retrieval", "A", "C")]}, r"trials\[0\]: choice must be 'A' or 'B', got 'C'"),
-    ({"trials": [trial("sub-001", "retrieval", "a", "A")]}, r"trials\[0\]: target_position must be 'A' or 'B'"),
     ({"trials": [{"subject": "sub-001"}]}, r"trials\[0\]: missing index, method, clip_id"),
-    ({"trials": [trial("sub-001", "retrieval", "A", "A", response_ms="fast")]},
-     r"trials\[0\]: response_ms must be a number"),
-    ({"trials": [trial("sub/1", "retrieval", "A", "A")]}, r"trials\[0\]: subject must not contain '/'"),
+    (set_trial(0, choice="C"), r"trials\[0\]: choice must be 'A' or 'B', got 'C'"),
+    (set_trial(0, target_position="a"), r"trials\[0\]: target_position must be 'A' or 'B'"),
+    (set_trial(0, response_ms="fast"), r"trials\[0\]: response_ms must be a number"),
+    (set_trial(0, subject="sub/1"), r"trials\[0\]: subject must not contain '/'"),
+    # Not the page's session: another page, a trial never offered, a repeat, a missing or moved one.
+    ({"seed": 1}, r"from another listening page \(page 'b2m listening test: run', seed 1; listen.html is "
+                  r"'b2m listening test: run', seed 0\)"),
+    ({"page": "b2m listening test: other"}, r"from another listening page \(page 'b2m listening test: other'"),
+    (offer(2), r"trials\[2\]: not what the page showed listener 'bob' as trial 3 \(index 2, method "),
+    (set_trial(1, clip_id="c9"), r"trials\[1\]: not what the page showed listener 'bob' as trial 2 .* clip_id 'c9'"),
+    (set_trial(4, foil_clip_id="c9"), r"trials\[4\]: not what the page showed .* foil_clip_id 'c9'$"),
+    (set_trial(3, index=0), r"trials\[3\]: not what the page showed listener 'bob' as trial 4 .* index 0, "),
+    (lambda doc, page: doc["trials"].append({**doc["trials"][1], "index": 6}),
+     r"trials\[6\]: repeats trials\[1\] \(method "),
+    (lambda doc, page: doc["trials"].__setitem__(5, {**doc["trials"][0], "index": 5}),
+     r"trials\[5\]: repeats trials\[0\]"),
+    (lambda doc, page: doc["trials"].append({**doc["trials"][0], **unoffered(page, "bob"), "index": 6}),
+     r"7 trials; the page's session for listener 'bob' has 6$"),
+    (lambda doc, page: doc["trials"].pop(), r"5 trials; the page's session for listener 'bob' has 6$"),
+    (lambda doc, page: doc["trials"].reverse(), r"trials\[0\]: not what the page showed listener 'bob'"),
 ])
 def test_a_bad_result_file_is_an_error_naming_it(tmp_path, fault, message):
     folder = tmp_path / "results"
-    write_result(folder, "good.json", "ann", [trial("sub-001", "retrieval", "A", "A")])
+    page = results_page(folder)
+    write_result(folder, "good.json", "ann", answers(page, "ann", lambda i: i % 2 == 0))
     if isinstance(fault, str):
         (folder / "bad.json").write_text(fault)
     elif isinstance(fault, list):
         (folder / "bad.json").write_text(json.dumps(fault))
     else:
-        write_result(folder, "bad.json", "bob", [trial("sub-001", "retrieval", "A", "A")])
-        doc = {**json.loads((folder / "bad.json").read_text()), **fault}
+        write_result(folder, "bad.json", "bob", answers(page, "bob", lambda i: i % 2 == 0))
+        doc = json.loads((folder / "bad.json").read_text())
+        if isinstance(fault, dict):
+            doc.update(fault)
+        else:
+            fault(doc, page)
         (folder / "bad.json").write_text(json.dumps(doc))
-    with pytest.raises(B2MError, match=rf"^{folder / 'bad.json'}: {message}"):
-        read_listening(folder, 0.95)
+    refused(folder, folder / "bad.json", message)
 
 
-def test_missing_empty_and_duplicated_results_are_errors(tmp_path):
-    with pytest.raises(B2MError, match=rf"^{tmp_path / 'none'}: listening: folder not found"):
-        read_listening(tmp_path / "none", 0.95)
+def test_one_listeners_session_is_read_once(tmp_path):
+    folder = tmp_path / "results"
+    page = results_page(folder)
+    first = write_result(folder, "listening_ann_1.json", "ann", answers(page, "ann", lambda i: False))
+    # The same session again, later and answered better: refused, not counted.
+    write_result(folder, "listening_ann_2.json", "ann", answers(page, "ann", lambda i: True),
+                 started="2024-05-02T09:00:00.000Z", finished="2024-05-02T09:20:00.000Z")
+    refused(folder, folder / "listening_ann_2.json",
+            r"listener 'ann' again \(also listening_ann_1.json\); the page draws one session per listener ID")
+    (folder / "listening_ann_2.json").unlink()
+    shutil.copyfile(first, folder / "listening_ann_1_copy.json")
+    refused(folder, folder / "listening_ann_1_copy.json", r"listener 'ann' again \(also listening_ann_1.json\)")
+
+
+def test_missing_empty_and_pageless_results_are_errors(tmp_path):
+    with pytest.raises(B2MError, match=rf"^{re.escape(str(tmp_path / 'none'))}: listening: folder not found"):
+        read_listening(tmp_path / "none", 0.95, CLIPS)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / ".hidden.json").write_text("{}")
-    with pytest.raises(B2MError, match=rf"^{tmp_path / 'empty'}: listening: no result files"):
-        read_listening(tmp_path / "empty", 0.95)
-    path = write_result(tmp_path / "dup", "a.json", "ann", [trial("sub-001", "retrieval", "A", "A")])
-    shutil.copyfile(path, tmp_path / "dup" / "b.json")
-    with pytest.raises(B2MError, match=rf"^{tmp_path / 'dup' / 'b.json'}: the same session as a.json"):
-        read_listening(tmp_path / "dup", 0.95)
+    with pytest.raises(B2MError, match=rf"^{re.escape(str(tmp_path / 'empty'))}: listening: no result files"):
+        read_listening(tmp_path / "empty", 0.95, CLIPS)
+    folder = tmp_path / "results"
+    page = results_page(tmp_path / "report")
+    write_result(folder, "listening_ann.json", "ann", answers(page, "ann", lambda i: True))
+    refused(folder, folder / "listen.html", r"listening page \(copy the report/listen.html the listeners used")
+    (folder / "listen.html").write_text("<html><body>index</body></html>")
+    refused(folder, folder / "listen.html", r"not a listening page")
+    shutil.copyfile(tmp_path / "report" / "listen.html", folder / "listen.html")
+    assert read_listening(folder, 0.95, CLIPS)["listening/n_listeners"] == 1
 
 
 # ----------------------------------------------------------------- the job
@@ -232,11 +379,13 @@ def test_bad_listening_input_stops_the_job_before_it_writes(tuned_run, tmp_path)
         evaluate(compose("evaluate", [f"run={tuned_run}", f"out_dir={out}", "report.listening_trials=0"]))
     with pytest.raises(B2MError, match=rf"^{tmp_path / 'none'}: listening: folder not found"):
         evaluate(compose("evaluate", [f"run={tuned_run}", f"out_dir={out}", f"listening={tmp_path / 'none'}"]))
-    (tmp_path / "results").mkdir()
+    results_page(tmp_path / "results")
     (tmp_path / "results" / "listening_ann.json").write_text('{"format": "b2m-listening/1", "listener": "ann"')
     res = run_cli(f"run={tuned_run}", f"out_dir={out}", f"listening={tmp_path / 'results'}")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert res.stderr.startswith(f"error: {tmp_path / 'results' / 'listening_ann.json'}: not valid JSON")
+    # The page (over clips c0..c3) is not this run's: refused before any result file is read.
+    assert res.stderr.startswith(f"error: {tmp_path / 'results' / 'listen.html'}: clip 'c0' of 'sub-001' is not a "
+                                 f"test clip of the evaluated run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no out_dir, no .ev.partial
 
 
@@ -321,6 +470,9 @@ def test_a_listener_session_in_chromium_is_ingested_by_evaluate(evaluated, brows
     assert result["format"] == FORMAT and result["listener"] == "tester <1>" and result["seed"] == 0
     assert result["page"] == f"b2m listening test: {tuned_run}"
     assert [(t["clip_id"], t["method"], t["target_position"]) for t in result["trials"]] == seen
+    # The page's draw is the Python one.
+    drawn = listening_session(json.loads(pool_text(page)), "tester <1>")
+    assert [(t["clip_id"], t["method"], target) for t, target in drawn] == seen
 
     # The same listener ID gets the same session again; another ID another one.
     start(browser, page, "tester <1>")
@@ -334,6 +486,7 @@ def test_a_listener_session_in_chromium_is_ingested_by_evaluate(evaluated, brows
         browser.find_element(By.ID, "choose-A").click()
     assert others != seen[:3]
 
+    shutil.copyfile(page, browser.downloads / "listen.html")  # the results are read beside their page
     metrics = evaluate(compose("evaluate", [*base, f"out_dir={out.parent / 'ev2'}",
                                             f"listening={browser.downloads}"]))
     for method, marks in right.items():
@@ -357,3 +510,13 @@ def test_markup_in_the_pool_does_not_break_the_page_in_chromium(tmp_path, browse
     assert browser.find_element(By.ID, "progress").text == "trial 1 of 2"
     assert shown(browser)["clip_id"] in {t["clip_id"] for t in pool}
     assert browser.execute_script("return document.querySelectorAll('i, script').length") == 2
+
+
+def test_a_page_made_for_another_run_is_refused(tmp_path):
+    folder = tmp_path / "results"
+    page = results_page(folder)
+    write_result(folder, "listening_ann.json", "ann", answers(page, "ann", lambda i: True))
+    other = {"sub-001": CLIPS["sub-001"], "sub-002": ["c0", "c1"]}  # the run evaluated has other test clips
+    with pytest.raises(B2MError, match=r"listen\.html: clip 'c[23]' of 'sub-002' is not a test clip of the "
+                                       r"evaluated run; the page was made for another run"):
+        read_listening(folder, 0.95, other)

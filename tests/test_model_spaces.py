@@ -198,3 +198,96 @@ def test_broken_model_folders_are_one_line_errors(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(B2MError, match="clap: need 0 < window_s <= clip_s and stride_s > 0"):
         packaged_space("clap", stride_s=0.0)
+
+
+def tiny_folder(name: str) -> Path:
+    """The offline model folder that space `name` reads with `weights: tiny` (encodec: the tiny
+    MusicGen's codec, saved alone as an EnCodec folder)."""
+    from b2m.targets.clap import write_tiny_clap
+    from b2m.targets.pretrained import offline_model
+
+    if name == "clap":
+        return offline_model("clap-tiny", {}, write_tiny_clap)
+    if name == "mert":
+        return model_folder_of_tiny_mert()
+    if name == "encodec":
+        return offline_model("encodec-tiny", {}, _write_tiny_encodec)
+    return musicgen_folder("tiny", "test")
+
+
+def _write_tiny_encodec(folder: Path) -> None:
+    from transformers import EncodecFeatureExtractor
+
+    from b2m.targets.pretrained import random_musicgen
+
+    random_musicgen("tiny").audio_encoder.save_pretrained(folder)
+    EncodecFeatureExtractor(feature_size=1, sampling_rate=32_000).save_pretrained(folder)
+
+
+# Each space with the transformers class that loads its weights.
+MODEL_CLASSES = {"clap": "ClapModel", "mert": "HubertModel", "encodec": "EncodecModel",
+                 "musicgen_lm": "MusicgenForConditionalGeneration"}
+
+
+@pytest.mark.parametrize("name", MODEL_CLASSES)
+def test_weights_with_missing_tensors_are_refused(name, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    packaged_space(name, weights=str(tiny_folder(name)))  # the intact folder loads: no tensor reported missing
+    folder = Path(shutil.copytree(tiny_folder(name), tmp_path / name))
+    tensors = load_file(folder / "model.safetensors")
+    kept = {k: v for i, (k, v) in enumerate(sorted(tensors.items())) if i % 3}
+    save_file(kept, folder / "model.safetensors", {"format": "pt"})
+    with pytest.raises(B2MError, match=rf"{name}: {len(tensors) - len(kept)} tensors of {MODEL_CLASSES[name]} are "
+                                       r"missing from the weights files \(.+, .+, .+ and \d+ more\); the files are "
+                                       r"incomplete or hold another model") as err:
+        packaged_space(name, weights=str(folder))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", MODEL_CLASSES)
+@pytest.mark.parametrize("text,message", [
+    ('{"model_type": "clap",', r"not valid JSON \(.+ at line 1, column \d+\)"),
+    ('[{"model_type": "clap"}]', r"a JSON list where a model config \(a JSON object\) belongs"),
+    ('"clap"', r"a JSON str where a model config \(a JSON object\) belongs"),
+])
+def test_a_broken_config_json_names_the_file(name, text, message, tmp_path):
+    folder = Path(shutil.copytree(tiny_folder(name), tmp_path / name))
+    (folder / "config.json").write_text(text)
+    with pytest.raises(B2MError, match=rf"{folder / 'config.json'}: {message}"):
+        packaged_space(name, weights=str(folder))
+
+
+def test_weights_of_another_model_type_are_refused(tmp_path):
+    with pytest.raises(B2MError, match=r"config.json: a 'hubert' model, not the 'clap' model that ClapModel loads"):
+        packaged_space("clap", weights=str(model_folder_of_tiny_mert()))
+    with pytest.raises(B2MError, match=r"model.safetensors: not a readable safetensors file \(.*header"):
+        folder = Path(shutil.copytree(tiny_folder("mert"), tmp_path / "mert"))
+        (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+        packaged_space("mert", weights=str(folder))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_offline_models_follow_the_umask(umask, tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from b2m.targets.frames import write_tiny_hubert
+    from b2m.targets.pretrained import offline_model
+
+    def build(folder: Path) -> None:
+        write_tiny_hubert(folder)  # transformers writes model.safetensors 0600
+        extra = Path(tempfile.mkdtemp(dir=folder))  # a 0700 folder, as a builder may leave one
+        (extra / "notes.txt").write_text("x")
+
+    monkeypatch.setenv("B2M_CACHE", str(tmp_path))
+    before = os.umask(umask)
+    try:
+        folder = offline_model("hubert-umask", {}, build)
+    finally:
+        os.umask(before)
+    paths = [folder, *folder.rglob("*")]
+    assert {p.name for p in paths} >= {"model.safetensors", "notes.txt"} and len(paths) == 6
+    for path in paths:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o777 if path.is_dir() else 0o666) & ~umask, (path, oct(mode))

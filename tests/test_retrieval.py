@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 
@@ -233,7 +234,8 @@ def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
     assert json.loads((out / "retrieval_sub-001.json").read_text()) == manifest
     _, _, ref_paths = index.query(pred, 3)
     for q, clip_id in enumerate(clip_ids):
-        hits = manifest["clips"][clip_id]
+        hits = manifest["clips"][clip_id]["ranks"]
+        assert manifest["clips"][clip_id]["input_hash"] == predictions.input_hash(q)
         assert ref_paths[q][0] == str(paths[(0, 3)[q]].resolve())  # without exclusion: itself
         assert [h["path"] for h in hits] == ref_paths[q][1:]
         assert [h["rank"] for h in hits] == [1, 2] and hits[0]["score"] >= hits[1]["score"]
@@ -241,6 +243,7 @@ def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
             dest = out / h["file"]
             assert dest.name == f"{clip_id}_top{h['rank']}.wav" and dest.parent == out / "sub-001"
             assert dest.read_bytes() == open(h["path"], "rb").read()
+            assert h["sha256"] == hashlib.sha256(dest.read_bytes()).hexdigest()
             assert dest.is_symlink() == (link == "symlink")
             if link == "symlink":
                 assert not os.path.isabs(os.readlink(dest))
@@ -248,7 +251,7 @@ def test_retrieve_predictions_writes_manifest_and_audio(tmp_path, link):
     assert retrieve_predictions(predictions, index, 2, out, stimuli, link=link) == manifest
 
     kept = retrieve_predictions(predictions, index, 1, tmp_path / "with_self", exclude=None)
-    assert kept["clips"]["blues.00000_1.50"][0]["path"] == str(paths[0].resolve())
+    assert kept["clips"]["blues.00000_1.50"]["ranks"][0]["path"] == str(paths[0].resolve())
 
 
 def test_retrieve_rejects_a_bad_link_mode(tmp_path):
@@ -286,6 +289,6 @@ def test_clip_ids_that_sanitise_alike_keep_their_own_files_and_hidden_files_are_
     predictions = read_predictions(write_predictions(tmp_path / "train", "sub-001", pred, pred, ids,
                                                      Standardiser.fit(pred)))
     manifest = retrieve_predictions(predictions, index, 1, tmp_path / "out", link="copy")
-    files = [manifest["clips"][c][0]["file"] for c in ids]
+    files = [manifest["clips"][c]["ranks"][0]["file"] for c in ids]
     assert len(set(files)) == 3 and files[1] == "sub-001/a_b_top1.wav"
     assert all((tmp_path / "out" / f).is_file() for f in files)

@@ -85,6 +85,57 @@ def test_missing_parts_of_a_run(tmp_path):
         runs.prediction_files(tmp_path)
 
 
+BLUES = "blues.00001_0.00"  # the id of CLIPS[0]
+
+
+def set_entry(key, value):
+    return lambda table: table["clips"][BLUES].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (set_entry("genre", "polka"), f"clip {BLUES}: unknown genre 'polka' \\(expected one of blues, "),
+    (set_entry("genre", None), f"clip {BLUES}: unknown genre None"),
+    (set_entry("track", "1"), f"clip {BLUES}: track must be an integer >= 0, got '1'"),
+    (set_entry("track", 1.5), f"clip {BLUES}: track must be an integer >= 0, got 1.5"),
+    (set_entry("track", -1), f"clip {BLUES}: track must be an integer >= 0, got -1"),
+    (set_entry("track", True), f"clip {BLUES}: track must be an integer >= 0, got True"),
+    (set_entry("start", float("nan")), f"clip {BLUES}: start must be a finite number of seconds >= 0, got nan"),
+    (set_entry("start", -2.0), f"clip {BLUES}: start must be a finite number of seconds >= 0, got -2.0"),
+    (set_entry("end", "15"), f"clip {BLUES}: end must be a finite number of seconds >= 0, got '15'"),
+    (set_entry("end", float("inf")), f"clip {BLUES}: end must be a finite number of seconds >= 0, got inf"),
+    (set_entry("end", 0.0), f"clip {BLUES}: end 0.0 s is not after start 0.0 s"),
+    (lambda t: t["clips"][BLUES].pop("end"), f"clip {BLUES}: expected an object with genre, track, start and end"),
+    (lambda t: t["clips"].__setitem__(BLUES, [1]), f"clip {BLUES}: expected an object"),
+    (set_entry("genre", "jazz"), f"clip {BLUES}: the id does not match its entry, whose id is jazz.00001_0.00"),
+    (set_entry("start", 1.0), f"clip {BLUES}: the id does not match its entry, whose id is blues.00001_1.00"),
+    (lambda t: t.__setitem__("clips", []), "not a clip table \\(expected an object"),
+    (lambda t: t.pop("subjects"), "not a clip table \\(expected an object"),
+    (lambda t: t["subjects"]["sub-001"].__setitem__("training", BLUES), "subjects.sub-001.training must be a list"),
+    (lambda t: t["subjects"].__setitem__("sub-001", [BLUES]), "subjects.sub-001.training must be a list"),
+])
+def test_bad_clip_entries_name_the_clip(tmp_path, change, message):
+    write_run(tmp_path / "run")
+    path = tmp_path / "run" / "clips.json"
+    table = json.loads(path.read_text())
+    change(table)
+    path.write_text(json.dumps(table))  # NaN and Infinity as Python's json writes them
+    with pytest.raises(B2MError, match=f"clips.json: {message}") as err:
+        runs.load_run(tmp_path / "run")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreadable_clip_tables(tmp_path):
+    write_run(tmp_path / "run")
+    path = tmp_path / "run" / "clips.json"
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(B2MError, match="clips.json: not a clip table \\(invalid JSON"):
+        runs.load_run(tmp_path / "run")
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(B2MError, match="clips.json: the run's clip table expected, found a folder"):
+        runs.load_run(tmp_path / "run")
+
+
 def test_a_fitted_decoder_is_saved_and_loads_without_pickle(bids, tmp_path):
     import nibabel as nib
 

@@ -17,7 +17,8 @@ from b2m.evaluation.decoding import ScoredSet, score_sets
 from b2m.core.metrics import Standardiser
 from b2m.jobs.evaluate import evaluate
 from b2m.jobs.retrieve import retrieve
-from b2m.reconstruction import selection
+from b2m.core.io import file_digest
+from b2m.reconstruction import Manifest, selection
 from b2m.reconstruction.selection import read_selection, select_brain, weighted_correlation
 from test_cli import run as run_cli
 
@@ -68,7 +69,9 @@ def test_selection_finds_the_heard_track_among_others(tuned_run, tmp_path, monke
             files.append(dest)
         candidates[clip.clip_id], own[clip.clip_id] = files, int(np.argmin(order))
     scfg = compose("retrieve", ["select=brain"]).select
-    out = select_brain(run, {"sub-001": candidates}, scfg, tmp_path)["sub-001"]
+    source = tmp_path / "manifest.jsonl"  # what the candidates came from
+    source.write_text("{}\n")
+    out = select_brain(run, {"sub-001": candidates}, scfg, tmp_path, {"sub-001": source})["sub-001"]
 
     ranks = [1 + int(np.sum(np.array(out["clips"][c]["scores"]) > out["clips"][c]["scores"][own[c]]))
              for c in candidates]
@@ -82,8 +85,12 @@ def test_selection_finds_the_heard_track_among_others(tuned_run, tmp_path, monke
         assert entry["selected"] == int(np.argmax(entry["scores"])) and entry["first"] == 0
         assert 0 <= entry["random"] < 4
         assert entry["candidates"] == [f.relative_to(tmp_path).as_posix() for f in candidates[clip_id]]
+    assert written["manifest"] == {"file": "manifest.jsonl", "sha256": file_digest(source)}
     # Read back as one-file reconstruction sets, the selected file first.
-    sets = read_selection(tmp_path, ["sub-001", "sub-002"])
+    manifest = Manifest(tmp_path, files={"sub-001": candidates, "sub-002": {}},
+                        sources={"sub-001": source, "sub-002": source},
+                        source_digests={"sub-001": file_digest(source), "sub-002": file_digest(source)})
+    sets = read_selection(manifest)
     assert set(sets) == {"brain", "first", "random"} and set(sets["brain"]) == {"sub-001"}
     some = next(iter(candidates))
     assert sets["brain"]["sub-001"][some] == [tmp_path / written["clips"][some]["candidates"][
@@ -100,8 +107,8 @@ def test_retrieve_with_brain_selection_then_evaluate(tuned_run, tmp_path):
                                   "select=brain"]))
     manifest = json.loads((out / "retrieval_sub-001.json").read_text())
     chosen = json.loads((out / "selection_sub-001.json").read_text())
-    for clip_id, hits in manifest["clips"].items():
-        assert chosen["clips"][clip_id]["candidates"] == [h["file"] for h in hits]
+    for clip_id, clip in manifest["clips"].items():
+        assert chosen["clips"][clip_id]["candidates"] == [h["file"] for h in clip["ranks"]]
     metrics = evaluate(compose("evaluate", [f"run={tuned_run}", f"retrieval={out}", f"out_dir={tmp_path / 'ev'}",
                                             "n_boot=50", "logo=false", "genre=false", "report.enabled=false"]))
     for kind in ("brain", "first", "random"):
@@ -169,5 +176,6 @@ def test_a_damaged_selection_file_is_named(tuned_run, tmp_path):
     folder = tmp_path / "retr"
     folder.mkdir()
     (folder / "selection_sub-001.json").write_text(json.dumps({"clips": {"x": {"candidates": [], "selected": 0}}}))
+    manifest = Manifest(folder, files={"sub-001": {"x": [folder / "x.wav"]}})
     with pytest.raises(B2MError, match="selection_sub-001.json: not a selection file"):
-        read_selection(folder, ["sub-001"])
+        read_selection(manifest)

@@ -135,3 +135,47 @@ def test_cache_hits_skip_embedding(tmp_path, monkeypatch):
     np.testing.assert_allclose(both, real([captions[c] for c in clips]), atol=1e-6)
     embed_clips(packaged_space("musicgen_text", slots=1), clips, load, tmp_path)  # another config: another cache folder
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_musicgen_text_refuses_incomplete_or_broken_weights(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tiny = packaged_space("musicgen_text")
+    _tiny_musicgen(tiny.encoder.config).save_pretrained(tmp_path / "musicgen")
+    tiny.encoder.save_pretrained(tmp_path / "t5")
+    for name in ("musicgen", "t5"):
+        tiny.tokenizer.save_pretrained(tmp_path / name)
+    weights = tmp_path / "musicgen" / "model.safetensors"
+    tensors = load_file(weights)
+    layer = "text_encoder.encoder.block.1."
+    save_file({k: v for k, v in tensors.items() if not k.startswith(layer)}, weights, {"format": "pt"})
+    n = sum(k.startswith(layer) for k in tensors)
+    with pytest.raises(B2MError, match=rf"musicgen: {n} tensors of the MusicGen text encoder \(T5EncoderModel\) are "
+                                       r"missing from the weights files \(encoder.block.1.layer.0"):
+        packaged_space("musicgen_text", weights=str(tmp_path / "musicgen"))
+    key = "text_encoder.encoder.final_layer_norm.weight"
+    save_file({**tensors, key: tensors[key][:5]}, weights, {"format": "pt"})
+    with pytest.raises(B2MError, match=r"musicgen: 1 tensors of the MusicGen text encoder \(T5EncoderModel\) have "
+                                       r"another shape .* \(first: encoder.final_layer_norm.weight \(5,\), "
+                                       r"expected \(32,\)\)"):
+        packaged_space("musicgen_text", weights=str(tmp_path / "musicgen"))
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(B2MError, match=r"musicgen/model.safetensors: not a readable safetensors file"):
+        packaged_space("musicgen_text", weights=str(tmp_path / "musicgen"))
+    config = tmp_path / "musicgen" / "config.json"
+    config.write_text(json.dumps({"model_type": "musicgen", "text_encoder": [1, 2]}))
+    with pytest.raises(B2MError, match=r"musicgen/config.json: a MusicGen config without a text_encoder object"):
+        packaged_space("musicgen_text", weights=str(tmp_path / "musicgen"))
+    config.write_text("{")
+    with pytest.raises(B2MError, match=r"musicgen/config.json: not valid JSON"):
+        packaged_space("musicgen_text", weights=str(tmp_path / "musicgen"))
+
+    # A T5 folder goes through the shared loader.
+    weights = tmp_path / "t5" / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v for k, v in tensors.items() if "block.0." not in k}, weights, {"format": "pt"})
+    n = sum("block.0." in k for k in tensors)
+    with pytest.raises(B2MError, match=rf"t5: {n} tensors of T5EncoderModel are missing from the weights files"):
+        packaged_space("musicgen_text", weights=str(tmp_path / "t5"))

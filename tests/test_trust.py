@@ -286,3 +286,180 @@ def test_another_runs_decoder_file_is_refused(shared_run):
     with pytest.raises(B2MError, match="decoder.safetensors: a decoder of 1 subject.* target shape \\[1, 5\\].* "
                                        "another run's"):
         load_decoder(shared_run)
+
+
+# ----------------------------------------------------------------- stale indexes, reconstruction provenance
+def test_a_replaced_or_deleted_database_file_leaves_the_index(tmp_path):
+    import soundfile as sf
+
+    from b2m.reconstruction.retrieval import RetrievalIndex, build_index
+    from helpers.spaces import BandEnergy
+
+    audio, rng = tmp_path / "db", np.random.default_rng(0)
+    audio.mkdir()
+    for n in range(4):
+        sf.write(audio / f"blues.0000{n}.wav", 0.1 * rng.standard_normal(1600), 800)
+    space = BandEnergy()
+    build_index(audio, tmp_path / "index", space, chunk_size=2)
+    replaced, deleted = audio / "blues.00000.wav", audio / "blues.00003.wav"
+    sf.write(replaced, 0.5 * np.sin(np.arange(3200) / 3.0), 800)  # same name, other music
+    deleted.unlink()
+    summary = build_index(audio, tmp_path / "index", space, chunk_size=2)
+    assert summary["files"] == 3 and summary["new"] == 3  # both touched chunks redone, whole
+    index = RetrievalIndex.load(tmp_path / "index", device="cpu", precision="fp32")
+    assert sorted(Path(p).name for p in index.paths) == ["blues.00000.wav", "blues.00001.wav", "blues.00002.wav"]
+    fresh = build_index(audio, tmp_path / "fresh", space)
+    assert fresh["files"] == 3
+    again = RetrievalIndex.load(tmp_path / "fresh", device="cpu", precision="fp32")
+    by_name = dict(zip(index.paths, index.unit.numpy()))
+    for path, row in zip(again.paths, again.unit.numpy()):
+        np.testing.assert_allclose(by_name[path], row, atol=1e-6)  # the replaced file's new embedding
+    assert build_index(audio, tmp_path / "index", space)["new"] == 0  # nothing changed: nothing redone
+
+
+@pytest.fixture(scope="module")
+def retrieved(tuned_run, tmp_path_factory) -> Path:
+    """A retrieval folder (k=2, copies) of the tuned run, built once; tests tamper with copies of it."""
+    from b2m.core.config import compose
+    from b2m.jobs.retrieve import retrieve
+
+    out = tmp_path_factory.mktemp("retrieved") / "retr"
+    database = Path(OmegaConf.load(tuned_run / "config.yaml").data.root) / "stimuli"
+    retrieve(compose("retrieve", [f"run={tuned_run}", f"database={database}", f"out_dir={out}", "k=2",
+                                  "link=copy", "select=brain"]))
+    return out
+
+
+def tampered(retrieved: Path, tmp_path: Path) -> tuple[Path, dict, Path]:
+    folder = Path(shutil.copytree(retrieved, tmp_path / "retr", symlinks=True))
+    return folder, json.loads((folder / "retrieval_sub-001.json").read_text()), folder / "retrieval_sub-001.json"
+
+
+def check_retrieval(folder: Path, run: Path) -> None:
+    from b2m.core.runs import load_run
+    from b2m.reconstruction.retrieval import read_retrieval
+    from b2m.reconstruction.selection import read_selection
+
+    loaded = load_run(run)
+    manifest = read_retrieval(folder, sorted(loaded.subjects))
+    manifest.check(loaded)
+    read_selection(manifest)
+
+
+def test_an_untouched_retrieval_folder_passes(retrieved, tuned_run):
+    check_retrieval(retrieved, tuned_run)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ("drop a clip", r"covers (\d+) of the \d+ test clips of sub-001 \(no "),
+    ("other predictions", "was made from other predictions"),
+    ("swap a file", "changed since it was written"),
+    ("outside", "is not a path inside"),
+    ("ranks", "ranks are not 1 to 2"),
+    ("no subject", "no retrieval_<subject>.json"),
+])
+def test_a_retrieval_folder_that_is_not_this_runs_is_refused(retrieved, tuned_run, tmp_path, tamper, message):
+    folder, manifest, path = tampered(retrieved, tmp_path)
+    clip_id = sorted(manifest["clips"])[0]
+    clip = manifest["clips"][clip_id]
+    if tamper == "drop a clip":
+        del manifest["clips"][clip_id]
+    elif tamper == "other predictions":
+        clip["input_hash"] = "0" * 16
+    elif tamper == "swap a file":
+        (folder / clip["ranks"][0]["file"]).write_bytes((folder / clip["ranks"][1]["file"]).read_bytes())
+    elif tamper == "outside":
+        clip["ranks"][0]["file"] = "../../stimuli/genres/blues/blues.00000.wav"
+    elif tamper == "ranks":
+        clip["ranks"][1]["rank"] = 3
+    else:
+        path.unlink()
+    if path.exists():
+        path.write_text(json.dumps(manifest))
+    with pytest.raises(B2MError, match=message):
+        check_retrieval(folder, tuned_run)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (-1, "selected = -1 is not a candidate's index"),
+    (1.5, "selected = 1.5 is not a candidate's index"),
+    (True, "selected = True is not a candidate's index"),
+    (2, "selected = 2 is not a candidate's index"),
+    ("stimulus", "are not its files in retrieval_sub-001.json"),
+    ("newer manifest", "made from another retrieval_sub-001.json than the one beside it"),
+])
+def test_a_selection_file_that_does_not_describe_its_manifest_is_refused(retrieved, tuned_run, tmp_path, tamper,
+                                                                          message):
+    folder, manifest, path = tampered(retrieved, tmp_path)
+    selection = json.loads((folder / "selection_sub-001.json").read_text())
+    entry = selection["clips"][sorted(selection["clips"])[0]]
+    if tamper == "stimulus":  # the heard stimulus itself, copied in as a candidate, would score 1.000
+        stimuli = Path(OmegaConf.load(tuned_run / "config.yaml").data.root) / "stimuli"
+        shutil.copyfile(next(stimuli.rglob("*.wav")), folder / "sub-001" / "stimulus.wav")
+        entry["candidates"][0] = "sub-001/stimulus.wav"
+    elif tamper == "newer manifest":  # what a kill between the manifest's and the selection's write leaves
+        manifest["k"] = 2.0
+        path.write_text(json.dumps(manifest))
+    else:
+        entry["selected"] = tamper
+    (folder / "selection_sub-001.json").write_text(json.dumps(selection))
+    with pytest.raises(B2MError, match=message):
+        check_retrieval(folder, tuned_run)
+
+
+def test_retrieve_removes_the_selection_before_it_rewrites_the_manifests(retrieved, tuned_run, tmp_path, capsys):
+    folder, _, _ = tampered(retrieved, tmp_path)
+    database = Path(OmegaConf.load(tuned_run / "config.yaml").data.root) / "stimuli"
+    status, err = job("retrieve", capsys, f"run={tuned_run}", f"database={database}", f"out_dir={folder}", "k=3",
+                      "link=copy")
+    assert status == 0, err
+    assert not (folder / "selection_sub-001.json").exists()
+    check_retrieval(folder, tuned_run)
+
+
+def test_a_database_file_deleted_after_indexing_is_one_line(tmp_path):
+    import soundfile as sf
+
+    from b2m.core.metrics import Standardiser
+    from b2m.core.runs import read_predictions, write_predictions
+    from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
+    from helpers.spaces import BandEnergy
+
+    audio = tmp_path / "db"
+    audio.mkdir()
+    sf.write(audio / "blues.00000.wav", 0.1 * np.random.default_rng(0).standard_normal(1600), 800)
+    space = BandEnergy()
+    build_index(audio, tmp_path / "index", space)
+    index = RetrievalIndex.load(tmp_path / "index", device="cpu")
+    (audio / "blues.00000.wav").unlink()
+    pred = np.ones((1, *space.shape), np.float32)
+    predictions = read_predictions(write_predictions(tmp_path / "run", "sub-001", pred, pred, ["jazz.00001_0.00"],
+                                                     Standardiser.fit(pred)))
+    with pytest.raises(B2MError, match="blues.00000.wav: retrieved, but no longer in the database"):
+        retrieve_predictions(predictions, index, 1, tmp_path / "out", link="copy")
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ("twice", "listed twice"),
+    ("gap", r"are k = \[0, 2\], not 0 to 1"),
+    ("outside", "is not a path inside"),
+    ("fractional", "sample index k = 1.5"),
+])
+def test_a_damaged_generation_manifest_is_refused(tmp_path, tamper, message):
+    from b2m.reconstruction.musicgen.batch import read_generated
+
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    records = [{"subject": "sub-001", "clip_id": "c", "k": k, "path": f"sub-001/c_{k}.wav", "sha256": "0",
+                "input_hash": "1"} for k in range(2)]
+    if tamper == "twice":
+        records[1]["k"] = 0
+    elif tamper == "gap":
+        records[1]["k"] = 2
+    elif tamper == "outside":
+        records[1]["path"] = "../stimuli/c.wav"
+    else:
+        records[1]["k"] = 1.5
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(B2MError, match=message):
+        read_generated(folder)

@@ -53,6 +53,16 @@ def current_umask() -> int:
     return mask
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a file's contents (hex): what an output recorded of a file, to tell it from a
+    changed or swapped one later."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_text(path: str | os.PathLike, what: str) -> str:
     """An input text file's contents (UTF-8, with or without a BOM; else Latin-1, which spreadsheet
     exports often are). A missing file, a folder, an unreadable file is a B2MError naming `what`."""
@@ -69,6 +79,18 @@ def read_text(path: str | os.PathLike, what: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """An input JSON file that must hold an object (`what` says what it is: "model config"); a missing
+    or unreadable file, a file that is not JSON, or JSON of another type is a B2MError naming it."""
+    try:
+        obj = json.loads(read_text(path, what))
+    except json.JSONDecodeError as err:
+        raise B2MError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    if not isinstance(obj, dict):
+        raise B2MError(f"{path}: a JSON {type(obj).__name__} where a {what} (a JSON object) belongs")
+    return obj
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

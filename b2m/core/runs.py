@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -25,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from b2m.core.clips import Clip, sanitise
+from b2m.core.clips import GENRES, Clip, sanitise
 from b2m.core.config import save_config
 from b2m.core.errors import B2MError
-from b2m.core.io import save_npz, write_json
+from b2m.core.io import read_text, save_npz, write_json
 from b2m.core.metrics import Standardiser
 
 CONFIG = "config.yaml"
@@ -58,6 +59,11 @@ class SubjectPredictions:
     def scale(self) -> Standardiser:
         """What the decoding metrics standardise with."""
         return Standardiser(self.train_mean.astype(np.float64), self.train_std.astype(np.float64))
+
+    def input_hash(self, index: int) -> str:
+        """A short hash of prediction row `index` `[L, D]`: what a reconstruction of that clip records it was
+        made from, so that one made from other predictions is told apart."""
+        return hashlib.sha256(np.ascontiguousarray(self.pred[index]).tobytes()).hexdigest()[:16]
 
 
 @dataclass
@@ -230,20 +236,48 @@ def _first_interpolation(obj, prefix: str = "") -> str | None:
 
 
 def _read_clips(path: Path) -> tuple[dict[str, Clip], dict[str, list[str]]]:
-    if not path.is_file():
+    if not path.exists():
         raise B2MError(f"{path}: the run's clip table is missing (a run of an older b2m: train it again)")
     try:
-        data = json.loads(path.read_text())
-        table = {cid: Clip(str(c["genre"]), int(c["track"]), float(c["start"]), float(c["end"]))
-                 for cid, c in data["clips"].items()}
-        training = {s: [str(c) for c in v["training"]] for s, v in data["subjects"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise B2MError(f"{path}: not a clip table ({type(err).__name__}: {err})") from None
-    for subject, ids in training.items():
+        data = json.loads(read_text(path, "the run's clip table"))
+    except json.JSONDecodeError as err:
+        raise B2MError(f"{path}: not a clip table (invalid JSON: {err})") from None
+    if not (isinstance(data, dict) and isinstance(data.get("clips"), dict) and isinstance(data.get("subjects"), dict)):
+        raise B2MError(f"{path}: not a clip table (expected an object with the objects clips and subjects)")
+    table = {clip_id: _clip_entry(path, clip_id, entry) for clip_id, entry in data["clips"].items()}
+    training = {}
+    for subject, entry in data["subjects"].items():
+        ids = entry.get("training") if isinstance(entry, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids):
+            raise B2MError(f"{path}: subjects.{subject}.training must be a list of clip ids")
         unknown = [c for c in ids if c not in table]
         if unknown:
             raise B2MError(f"{path}: training clip {unknown[0]} of {subject} is not in the table")
+        training[subject] = ids
     return table, training
+
+
+def _clip_entry(path: Path, clip_id: str, entry) -> Clip:
+    """The Clip of one entry of a clip table, checked as `write_clips` writes it: a known genre, a track
+    number >= 0, finite times >= 0 (s) with end after start, and `clip_id` its id."""
+    where = f"{path}: clip {clip_id}"
+    if not isinstance(entry, dict) or not {"genre", "track", "start", "end"} <= set(entry):
+        raise B2MError(f"{where}: expected an object with genre, track, start and end")
+    genre, track, start, end = (entry[k] for k in ("genre", "track", "start", "end"))
+    if genre not in GENRES:
+        raise B2MError(f"{where}: unknown genre {genre!r} (expected one of {', '.join(GENRES)})")
+    if isinstance(track, bool) or not isinstance(track, int) or track < 0:
+        raise B2MError(f"{where}: track must be an integer >= 0, got {track!r}")
+    for name, value in (("start", start), ("end", end)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise B2MError(f"{where}: {name} must be a finite number of seconds >= 0, got {value!r}")
+    if end <= start:
+        raise B2MError(f"{where}: end {end} s is not after start {start} s")
+    clip = Clip(genre, track, float(start), float(end))
+    if clip.clip_id != clip_id:
+        # An id names the clip in the predictions: an entry edited apart from it would describe another clip.
+        raise B2MError(f"{where}: the id does not match its entry, whose id is {clip.clip_id}")
+    return clip
 
 
 def _first_difference(old, new, prefix: str = "") -> str | None:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -16,10 +15,13 @@ from pathlib import Path
 
 from b2m.core.clips import GENRES, Clip
 from b2m.core.errors import B2MError
-from b2m.core.io import read_text
+from b2m.core.io import read_json_object, read_text
+from b2m.data.nifti import open_run
 
 TASKS = ("Training", "Test")
 EVENT_COLUMNS = ("onset", "duration", "genre", "track", "start", "end")
+# Sidecars and headers round the TR differently (float32 in the header): closer than this, relative, agrees.
+TR_TOLERANCE = 1e-3
 _RUN_RE = re.compile(r"^(sub-[A-Za-z0-9]+)_task-(Training|Test)_run-(\d+)_bold\.nii(\.gz)?$")
 
 
@@ -123,16 +125,34 @@ def select(runs: list[Run], run_numbers: list[int] | None, folder: Path, task: s
 
 
 def repetition_time(run: Run) -> float:
-    """The TR in seconds from the run's sidecar JSON."""
-    try:
-        meta = json.loads(read_text(run.sidecar, "sidecar JSON"))
-    except json.JSONDecodeError as err:
-        raise B2MError(f"{run.sidecar}: invalid JSON ({err.msg})") from None
-    if not isinstance(meta, dict):
-        raise B2MError(f"{run.sidecar}: expected a JSON object")
+    """The TR in seconds from the run's sidecar JSON.
+
+    It must agree (within `TR_TOLERANCE`, relative) with the raw BIDS sidecar of an fMRIPrep run, where
+    that one states a RepetitionTime, and with the BOLD header's pixdim[4], where that one states a TR
+    (`RunImage.header_tr`): a disagreement is a B2MError naming both files and both values.
+    """
+    tr = _sidecar_tr(run.sidecar, required=True)
+    raw = run.events.with_name(run.events.name.replace("_events.tsv", "_bold.json"))  # as padded as the events
+    if raw != run.sidecar and raw.exists():
+        raw_tr = _sidecar_tr(raw, required=False)
+        if raw_tr is not None and not math.isclose(tr, raw_tr, rel_tol=TR_TOLERANCE):
+            raise B2MError(f"{run.sidecar}: RepetitionTime {tr:g} s disagrees with the raw sidecar {raw}'s "
+                           f"{raw_tr:g} s")
+    header_tr = open_run(run.bold).header_tr
+    if header_tr is not None and not math.isclose(tr, header_tr, rel_tol=TR_TOLERANCE):
+        raise B2MError(f"{run.sidecar}: RepetitionTime {tr:g} s disagrees with the NIfTI header of {run.bold} "
+                       f"({header_tr:g} s in pixdim[4])")
+    return tr
+
+
+def _sidecar_tr(path: Path, required: bool) -> float | None:
+    """A sidecar's RepetitionTime in seconds; None where it has none and it is not `required`."""
+    meta = read_json_object(path, "sidecar JSON")
     tr = meta.get("RepetitionTime")
+    if tr is None and not required:
+        return None
     if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not math.isfinite(tr) or tr <= 0:
-        raise B2MError(f"{run.sidecar}: RepetitionTime missing or not a finite positive number (got {tr!r})")
+        raise B2MError(f"{path}: RepetitionTime missing or not a finite positive number (got {tr!r})")
     return float(tr)
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from b2m.core.errors import B2MError
+from b2m.core.io import read_json_object
 from b2m.data.bids import Run
+from b2m.data.nifti import require_file
 
 STRATEGIES = ("motion", "high_pass", "wm_csf", "global_signal", "compcor", "ica_aroma", "tedana", "scrub",
               "non_steady_state")
@@ -74,15 +77,9 @@ def load_run_confounds(run: Run, cfg: ConfoundConfig, n_volumes: int) -> RunConf
     if path is None:
         raise B2MError(f"data.confounds: {run.bold} is raw BIDS without fMRIPrep confounds; "
                        f"use data=fmriprep or data.confounds=[]")
-    if not path.is_file():
-        raise B2MError(f"{path}: confounds file missing (or set data.confounds=[])")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = sum(1 for row in csv.reader(f, delimiter="\t") if row) - 1
-    except (OSError, UnicodeDecodeError) as err:
-        raise B2MError(f"{path}: unreadable confounds file ({err})") from None
-    if rows != n_volumes:
-        raise B2MError(f"{path}: {rows} rows, the BOLD {run.bold.name} has {n_volumes} volumes")
+    require_file(path, "confounds", " (or set data.confounds=[])")
+    check_table(path, n_volumes, run.bold.name)
+    check_sidecar(path.with_suffix(".json"))
 
     from nilearn.interfaces.fmriprep import load_confounds  # imports pandas: only when confounds are used
 
@@ -101,14 +98,67 @@ def load_run_confounds(run: Run, cfg: ConfoundConfig, n_volumes: int) -> RunConf
     if table is None:
         return none
     regressors = table.to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(regressors).all(axis=0)
+    bad = ~np.isfinite(regressors)
     if bad.any():
-        raise B2MError(f"{path}: column {table.columns[np.flatnonzero(bad)[0]]} has non-finite values")
+        column = int(np.flatnonzero(bad.any(axis=0))[0])
+        volume = int(np.flatnonzero(bad[:, column])[0])
+        raise B2MError(f"{path}: column {table.columns[column]} has non-finite values (first at volume {volume}, "
+                       f"counting from 0)")
     censored = np.zeros(n_volumes, dtype=bool)
     if sample_mask is not None:
         censored[:] = True
         censored[np.asarray(sample_mask, dtype=int)] = False
     return RunConfounds(regressors, [str(c) for c in table.columns], censored)
+
+
+def check_table(path: Path, n_volumes: int, bold: str) -> None:
+    """Refuse a confounds TSV that nilearn would fail on with a traceback or read wrongly in silence:
+    no header, an empty or repeated column name (pandas would rename it `x.1`), a row with another number
+    of fields than the header (pandas fills a short one with NaN), other than `n_volumes` rows (the BOLD
+    `bold`'s volumes), or a value that is neither a number nor empty / `n/a`."""
+    import pandas as pd  # nilearn reads the table with pandas: the values are checked as it sees them
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter="\t")
+            # (line number, fields) of the lines that are not empty, which pandas skips too
+            lines = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise B2MError(f"{path}: unreadable confounds file ({err})") from None
+    if not lines:
+        raise B2MError(f"{path}: confounds file is empty (expected a header and one row per volume)")
+    header = lines[0][1]
+    for i, name in enumerate(header):
+        if not name.strip():
+            raise B2MError(f"{path}: column {i + 1} of the header has no name")
+        if name in header[:i]:
+            raise B2MError(f"{path}: column {name} appears twice in the header")
+    for line, row in lines[1:]:
+        if len(row) != len(header):
+            raise B2MError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
+    if len(lines) - 1 != n_volumes:
+        raise B2MError(f"{path}: {len(lines) - 1} rows, the BOLD {bold} has {n_volumes} volumes")
+    try:
+        table = pd.read_csv(path, delimiter="\t", encoding="utf-8")  # as nilearn reads it
+    except ValueError as err:  # pandas' ParserError: a quote left open, say
+        raise B2MError(f"{path}: unreadable confounds file ({' '.join(str(err).split())})") from None
+    for i, column in enumerate(table.columns):
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values):
+            row = int(np.flatnonzero((values.notna() & pd.to_numeric(values, errors="coerce").isna()).to_numpy())[0])
+            raise B2MError(f"{path}: line {lines[row + 1][0]}, column {header[i]}: {values.iloc[row]!r} is not a "
+                           f"number (nor n/a)")
+
+
+def check_sidecar(path: Path) -> None:
+    """Refuse a confounds JSON sidecar (optional; CompCor reads it) that is not an object of objects, one
+    per regressor: nilearn reads it whenever it is there, and fails on another shape with a traceback."""
+    if not path.exists():
+        return
+    meta = read_json_object(path, "confounds sidecar")
+    wrong = next((key for key, value in meta.items() if not isinstance(value, dict)), None)
+    if wrong is not None:
+        raise B2MError(f"{path}: the entry of {wrong} is not a JSON object")
 
 
 def _option_keys(strategy: str) -> tuple[str, ...]:

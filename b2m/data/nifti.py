@@ -9,6 +9,7 @@ applied.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 from b2m.core.errors import B2MError
 
 BLOCK_VOLUMES = 32
+# The length in seconds of NIfTI's time units; the others (Hz, ppm, rad/s) are spectral, not a TR.
+_SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
 
 
 @dataclass
@@ -38,12 +41,31 @@ class RunImage:
     def n_volumes(self) -> int:
         return self.shape[3]
 
+    @property
+    def header_tr(self) -> float | None:
+        """The TR in seconds that the header's pixdim[4] states, or None where it states none: 0, a
+        spectral unit, or 1 with no unit (the default of writers that never set it). A value with no
+        unit is taken as seconds."""
+        value = float(self.image.header.get_zooms()[3])
+        unit = self.image.header.get_xyzt_units()[1]
+        if unit not in _SECONDS or not math.isfinite(value) or value <= 0 or (unit == "unknown" and value == 1.0):
+            return None
+        return value * _SECONDS[unit]
+
+
+def require_file(path: Path, what: str, hint: str = "") -> None:
+    """A B2MError naming `what` unless `path` is a file: missing (then `hint` ends the message), or a
+    folder, is said as such."""
+    if path.is_dir():
+        raise B2MError(f"{path}: {what} file expected, found a folder")
+    if not path.is_file():
+        raise B2MError(f"{path}: {what} file missing{hint}")
+
 
 def open_run(path: str | Path) -> RunImage:
     """Open a 4D NIfTI lazily; a missing, unreadable, non-4D or truncated file is a B2MError."""
     path = Path(path)
-    if not path.exists():
-        raise B2MError(f"{path}: NIfTI file missing")
+    require_file(path, "NIfTI")
     try:
         image = nib.load(str(path), mmap=False)
     except Exception as err:  # nibabel raises many types for corrupt headers
@@ -72,20 +94,31 @@ def load_mask(path: str | Path, grid: tuple[int, int, int], affine: np.ndarray |
     return load_volume(path, grid, affine, "mask") > 0
 
 
+def open_volume(path: str | Path, what: str) -> nib.Nifti1Image:
+    """A 3D NIfTI `what` (mask, atlas), its data not yet read; a 4D image of one volume counts as 3D,
+    one of several volumes (a probabilistic or multi-volume atlas) is a B2MError."""
+    path = Path(path)
+    require_file(path, what)
+    try:
+        image = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types for corrupt headers
+        raise B2MError(f"{path}: not a readable NIfTI {what} ({err})") from None
+    if len(image.shape) == 4 and image.shape[3] == 1:
+        image = image.slicer[..., 0]
+    if len(image.shape) != 3:
+        raise B2MError(f"{path}: {what} must be a 3D image (one value per voxel), found shape {image.shape}")
+    return image
+
+
 def load_volume(path: str | Path, grid: tuple[int, int, int], affine: np.ndarray | None, what: str,
                 hint: str = "") -> np.ndarray:
     """A 3D NIfTI's values `[X, Y, Z]` (as stored), checked to lie on the BOLD's grid (and `affine`);
     `hint` ends the message of a grid mismatch."""
-    path = Path(path)
-    if not path.is_file():
-        raise B2MError(f"{path}: {what} file missing")
+    image = open_volume(path, what)
     try:
-        image = nib.load(str(path))
         data = np.asanyarray(image.dataobj)
-    except Exception as err:
+    except Exception as err:  # a truncated or corrupt data block
         raise B2MError(f"{path}: not a readable NIfTI {what} ({err})") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
     if data.shape != tuple(grid):
         raise B2MError(f"{path}: {what} has shape {data.shape}, the BOLD grid is {tuple(grid)}{hint}")
     if affine is not None and not np.allclose(image.affine, affine, atol=1e-3):

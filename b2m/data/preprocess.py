@@ -1,8 +1,8 @@
 """Per-run preprocessing (drift and confound regression, z-score), voxel selection, and its cache.
 
-The cache holds, per subject and per distinct preprocessing (config, confounds, mask,
-run and confounds files), one float32 `[T, V]` array per run and the final voxel mask, so a second
-run of the pipeline skips reading the NIfTI files.
+The cache holds, per subject and per distinct preprocessing (BOLD files, TR, config, confound
+regressors, voxel mask: `_cache_folder`), one float32 `[T, V]` array per run and the final voxel
+mask, so a second run of the pipeline skips reading the NIfTI files.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import bottleneck as bn
 import numpy as np
 
 from b2m.data.bids import Run
-from b2m.data.confounds import ConfoundConfig, load_run_confounds
+from b2m.data.confounds import ConfoundConfig, RunConfounds, load_run_confounds
 from b2m.data.nifti import RunImage, load_mask, mean_volume, open_run, read_masked, subject_path
 from b2m.core.errors import B2MError
 from b2m.core.io import save_npy, write_json
@@ -171,7 +171,7 @@ def preprocess_subject(subject: str, runs: list[Run], tr: float, cfg: Preprocess
     mask = voxel_mask(subject, runs, images, cfg, restrict)
     nuisance = [load_run_confounds(run, confounds, image.n_volumes) for run, image in zip(runs, images)]
 
-    folder = _cache_folder(cache_dir, subject, runs, cfg, confounds, mask)
+    folder = _cache_folder(cache_dir, subject, runs, tr, cfg, nuisance, mask)
     cached = _read_cache(folder, runs, images) if folder is not None else None
     if cached is not None:
         return SubjectData(subject, cached[0], images[0].affine, cached[1])
@@ -205,7 +205,8 @@ def preprocess_subject(subject: str, runs: list[Run], tr: float, cfg: Preprocess
                 data[name] = np.load(folder / f"{name}.npy", mmap_mode="r")
     if folder is not None:
         save_npy(folder / "mask.npy", kept)
-        write_json(folder / "meta.json", {"subject": subject, "config": asdict(cfg), "confounds": asdict(confounds),
+        write_json(folder / "meta.json", {"subject": subject, "tr": tr, "config": asdict(cfg),
+                                          "confounds": asdict(confounds),
                                           "censored_volumes": censored, "runs": [r.name for r in runs],
                                           "n_voxels": int(kept.sum())})
     return SubjectData(subject, kept, images[0].affine, data)
@@ -228,11 +229,21 @@ def _read_cache(folder: Path, runs: list[Run], images: list[RunImage]) -> tuple[
     return kept, data
 
 
-def _cache_folder(cache_dir, subject, runs, cfg, confounds, mask) -> Path | None:
+def _cache_folder(cache_dir: str | Path | None, subject: str, runs: list[Run], tr: float, cfg: PreprocessConfig,
+                  nuisance: list[RunConfounds], mask: np.ndarray) -> Path | None:
+    """The cache entry of everything the cleaned runs depend on: the BOLD files (path, size, modification
+    time: hashing them would read them), the TR (the median filter's width), the preprocessing config,
+    the confound regressors and censored volumes as loaded, and the voxel mask (which covers a mask
+    file and the atlas regions)."""
     if cache_dir is None:
         return None
-    files = [r.bold for r in runs] + ([r.confounds for r in runs if r.confounds] if confounds.strategy else [])
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    blob = json.dumps({"v": CACHE_VERSION, "cfg": asdict(cfg), "confounds": asdict(confounds), "runs": stats,
+    stats = [(str(r.bold), r.bold.stat().st_size, r.bold.stat().st_mtime_ns) for r in runs]
+    confounds = hashlib.sha1()
+    for conf in nuisance:
+        confounds.update(json.dumps(conf.names).encode())
+        confounds.update(np.ascontiguousarray(conf.regressors, dtype=np.float64).tobytes())
+        confounds.update(np.packbits(conf.censored).tobytes())
+    blob = json.dumps({"v": CACHE_VERSION, "cfg": asdict(cfg), "tr": tr, "runs": stats,
+                       "confounds": confounds.hexdigest(), "grid": list(mask.shape),
                        "mask": hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()}, sort_keys=True)
     return Path(cache_dir) / subject / hashlib.sha1(blob.encode()).hexdigest()[:12]

@@ -7,7 +7,8 @@ per line, `#` comments, as FreeSurferColorLUT.txt). `data.rois.select` keeps the
 the regions whose names match any of its shell patterns (`ctx-*-superiortemporal`); the
 encoding analysis reports its tables per region. An atlas on another grid (fMRIPrep's
 anatomical resolution) is an error unless `data.rois.resample` is true: nilearn then
-resamples it onto the BOLD's grid by nearest neighbour.
+resamples it onto the BOLD's grid by nearest neighbour. The atlas is one 3D image of integer
+labels; a probabilistic or multi-volume (4D) atlas is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from b2m.core.errors import B2MError
 from b2m.core.io import read_text
-from b2m.data.nifti import load_volume, subject_path
+from b2m.data.nifti import load_volume, open_volume, subject_path
 
 UNLABELLED = "unlabelled"
 
@@ -87,13 +88,10 @@ def load_atlas(cfg, subject: str, grid: tuple[int, int, int], affine: np.ndarray
 
 
 def _resampled(image: Path, grid: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
-    import nibabel as nib
     from nilearn.image import resample_img
 
-    if not image.is_file():
-        raise B2MError(f"{image}: atlas file missing")
+    source = open_volume(image, "atlas")
     try:
-        source = nib.load(str(image))
         out = resample_img(source, target_affine=affine, target_shape=grid, interpolation="nearest",
                            force_resample=True, copy_header=True)
     except Exception as err:  # nibabel and nilearn raise many types for bad images

@@ -8,8 +8,10 @@ subject and method) and the same subject's and method's reconstruction of anothe
 foil); the listener says which one matches the excerpt (chance 0.5). A session is `n_per_session`
 trials of the pool, the methods interleaved and balanced; which trials, their order and the A/B
 positions come from a PRNG seeded by the page's seed and the listener ID, so every listener gets their
-own order and each can be reproduced. `read_listening` scores a folder of downloaded results: the
-share of trials answered right per method (over all subjects, and per subject), with the exact
+own order and each can be reproduced. `listening_session` redraws a listener's session in Python.
+`read_listening` scores a folder of downloaded results beside the page they came from (a copy of
+listen.html): each file is checked against the session the page drew for its listener, then the share
+of trials answered right per method (over all subjects, and per subject) is scored, with the exact
 (Clopper-Pearson) binomial interval over trials.
 """
 
@@ -27,9 +29,13 @@ from b2m.core.io import read_text, write_text
 
 FORMAT = "b2m-listening/1"
 POSITIONS = ("A", "B")
-# What every trial of a result file holds (the page writes them); correctness is recomputed from the
-# last two, never read from the file.
+# What every trial of a result file holds (the page writes them); the target's position is redrawn
+# from the page, never read from the file.
 TRIAL_KEYS = ("index", "subject", "method", "clip_id", "foil_clip_id", "target_position", "choice", "response_ms")
+# What names a trial of the pool (one per method, subject and clip).
+TRIAL_ID = ("method", "subject", "clip_id", "foil_clip_id")
+DATA_TAG = '<script type="application/json" id="listening-data">'
+UINT32 = 0xFFFFFFFF
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; max-width: 900px; }
@@ -41,15 +47,10 @@ button { font-size: 15px; padding: 6px 14px; }
 #results { width: 100%; height: 8em; font-size: 11px; }
 """
 
-# The test itself. The pool and settings come from the JSON element `listening-data`.
-SCRIPT = """
-(function () {
-  'use strict';
-  var data = JSON.parse(document.getElementById('listening-data').textContent);
-  var session = null, answers = [], result = null, listener = '', started = '', shownAt = 0;
-
-  function byId(id) { return document.getElementById(id); }
-  // FNV-1a: the PRNG's seed from the page's seed and the listener ID.
+# The session draw, the one copy of it: the page runs it, and the tests run it in node to check
+# `listening_session`, its Python twin, against it.
+DRAW = """
+  // FNV-1a over UTF-16 code units: the PRNG's seed from the page's seed and the listener ID.
   function hash(text) {
     var h = 2166136261;
     for (var i = 0; i < text.length; i++) { h ^= text.charCodeAt(i); h = Math.imul(h, 16777619); }
@@ -73,7 +74,7 @@ SCRIPT = """
   // The session: each method's trials shuffled, then one of every method per round (in a fresh
   // order each round), so the methods alternate and their counts differ by at most one; the target
   // is A in half of the trials.
-  function draw(rand) {
+  function draw(data, rand) {
     var groups = new Map();
     data.trials.forEach(function (t) {
       if (!groups.has(t.method)) { groups.set(t.method, []); }
@@ -89,6 +90,20 @@ SCRIPT = """
     var positions = shuffle(picked.map(function (_, i) { return i % 2 ? 'A' : 'B'; }), rand);
     return picked.map(function (t, i) { return {trial: t, target: positions[i]}; });
   }
+  function drawSession(data, listener) {
+    return draw(data, mulberry32(hash(String(data.seed) + ':' + listener)));
+  }
+"""
+
+# The test itself. The pool and settings come from the JSON element `listening-data`.
+SCRIPT = """
+(function () {
+  'use strict';
+  var data = JSON.parse(document.getElementById('listening-data').textContent);
+  var session = null, answers = [], result = null, listener = '', started = '', shownAt = 0;
+
+  function byId(id) { return document.getElementById(id); }
+""" + DRAW + """
   function url(rel) { return rel.split('/').map(encodeURIComponent).join('/'); }
   function play(id, rel) { var a = byId(id); a.pause(); a.src = url(rel); }
   function show(i) {
@@ -108,7 +123,7 @@ SCRIPT = """
     event.preventDefault();
     listener = byId('listener').value.trim();
     if (!listener) { byId('message').textContent = 'Enter your listener ID first.'; return; }
-    session = draw(mulberry32(hash(String(data.seed) + ':' + listener)));
+    session = drawSession(data, listener);
     started = new Date().toISOString();
     byId('intro').hidden = true;
     byId('trial').hidden = false;
@@ -218,21 +233,83 @@ def write_listening_page(folder: Path, trials: list[dict], seed: int, title: str
     ]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body)
-            + f'\n<script type="application/json" id="listening-data">{embedded_json(data)}</script>'
+            + f"\n{DATA_TAG}{embedded_json(data)}</script>"
             + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
     write_text(Path(folder) / "listen.html", page)
     return Path(folder) / "listen.html"
 
 
+# ----------------------------------------------------------------- the draw, in Python
+def _fnv1a(text: str) -> int:
+    """FNV-1a (32 bits) over the UTF-16 code units of `text`, as `hash` in DRAW (JavaScript strings are
+    UTF-16: a character beyond U+FFFF is two units)."""
+    units = text.encode("utf-16-le")
+    h = 2166136261
+    for i in range(0, len(units), 2):
+        h = ((h ^ int.from_bytes(units[i:i + 2], "little")) * 16777619) & UINT32
+    return h
+
+
+def _mulberry32(a: int):
+    """`mulberry32` in DRAW: floats in [0, 1). JavaScript's int32 arithmetic is arithmetic mod 2**32,
+    and `>>>` is `>>` on the unsigned value, so everything is kept in [0, 2**32)."""
+    def rand() -> float:
+        nonlocal a
+        a = (a + 0x6D2B79F5) & UINT32
+        t = ((a ^ (a >> 15)) * (1 | a)) & UINT32
+        t = ((t + ((t ^ (t >> 7)) * (61 | t))) & UINT32) ^ t
+        return (t ^ (t >> 14)) / 4294967296
+    return rand
+
+
+def _shuffle(items: list, rand) -> list:
+    """`shuffle` in DRAW (Fisher-Yates from the end, in place)."""
+    for i in range(len(items) - 1, 0, -1):
+        j = int(rand() * (i + 1))
+        items[i], items[j] = items[j], items[i]
+    return items
+
+
+def listening_session(page: dict, listener: str) -> list[tuple[dict, str]]:
+    """The session listen.html shows `listener`: `page` is its data (`seed`, `n_per_session`, the pool
+    `trials`); returns (trial of the pool, target position "A" or "B") in the order shown. The same
+    draw as `drawSession` in DRAW, step for step: any change there must be made here."""
+    rand = _mulberry32(_fnv1a(f"{page['seed']}:{listener}"))
+    groups: dict[str, list[dict]] = {}  # by method, in the order of first appearance, as JS's Map
+    for t in page["trials"]:
+        groups.setdefault(t["method"], []).append(t)
+    lists = [_shuffle(list(group), rand) for group in groups.values()]
+    n = min(page["n_per_session"], len(page["trials"]))
+    picked: list[dict] = []
+    round_ = 0
+    while len(picked) < n:
+        for group in _shuffle([g for g in lists if round_ < len(g)], rand):
+            if len(picked) < n:
+                picked.append(group[round_])
+        round_ += 1
+    positions = _shuffle(["A" if i % 2 else "B" for i in range(len(picked))], rand)
+    return list(zip(picked, positions))
+
+
 # ----------------------------------------------------------------- results
-def read_listening(folder: Path, level: float) -> dict[str, float | int]:
-    """Score the result files `folder/*.json` (hidden files skipped) at confidence `level`.
+def read_listening(folder: Path, level: float, test_clips: dict[str, list[str]]) -> dict[str, float | int]:
+    """Score the result files `folder/*.json` (hidden files skipped) at confidence `level`, against
+    `folder/listen.html`, a copy of the page the listeners used; every trial of the page must be one of
+    `test_clips` (`{subject: [clip_id, ...]}`, the evaluated run's), or the page is another run's.
 
     Returns `listening/n_listeners` (distinct listener IDs), per method `listening/<method>/accuracy`
     (share of trials whose choice was the target's position), `.../accuracy_ci_low`,
     `.../accuracy_ci_high` (exact Clopper-Pearson interval), `.../n_trials` and `.../n_listeners`, and per
-    subject `<subject>/listening/<method>/accuracy` (with its interval and `n_trials`). A missing or
-    empty folder, a file that is not a valid result and two copies of one session are B2MErrors.
+    subject `<subject>/listening/<method>/accuracy` (with its interval and `n_trials`).
+
+    The page's seed and a listener's ID fix that listener's session (`listening_session`), so a file
+    is accepted only if it is exactly that session: the page's title and seed, and each trial the one
+    the page showed at that place (method, subject, clip, foil, target position), none repeated, none
+    missing. A choice is right when it is the redrawn target position. Since the draw is
+    deterministic, a second file of one listener is that session again (a retake, or a copy with
+    other times): it is refused, not counted once, as which answers to keep is the experimenter's
+    call. A missing or empty folder, a missing page, and any file that fails these checks are
+    B2MErrors naming the file.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -241,17 +318,28 @@ def read_listening(folder: Path, level: float) -> dict[str, float | int]:
     files = sorted(p for p in folder.glob("*.json") if not p.name.startswith(".") and p.is_file())
     if not files:
         raise B2MError(f"{folder}: listening: no result files (*.json) in this folder")
-    sessions: dict[tuple[str, str], Path] = {}
+    page_path = folder / "listen.html"
+    page = _read_page(page_path)
+    foreign = [t for t in page["trials"] if t["clip_id"] not in test_clips.get(t["subject"], ())]
+    if foreign:
+        raise B2MError(f"{page_path}: clip {foreign[0]['clip_id']!r:.60} of {foreign[0]['subject']!r:.40} is not a "
+                       f"test clip of the evaluated run; the page was made for another run")
+    sessions: dict[str, Path] = {}  # listener -> their file
     rows = []  # (listener, subject, method, right)
     for path in files:
         result = _read_result(path)
-        key = (result["listener"], result["started"])
-        if key in sessions:
-            raise B2MError(f"{path}: the same session as {sessions[key].name} (listener {key[0]!r}, started "
-                           f"{key[1]}); keep one copy")
-        sessions[key] = path
-        rows += [(result["listener"], t["subject"], t["method"], t["choice"] == t["target_position"])
-                 for t in result["trials"]]
+        listener = result["listener"]
+        if result.get("page") != page["title"] or result.get("seed") != page["seed"]:
+            raise B2MError(f"{path}: from another listening page (page {result.get('page')!r:.80}, seed "
+                           f"{result.get('seed')!r:.20}; {page_path.name} is {page['title']!r}, seed {page['seed']})")
+        if listener in sessions:
+            raise B2MError(f"{path}: listener {listener!r:.60} again (also {sessions[listener].name}); the page draws "
+                           f"one session per listener ID, so this is that session again: keep one file")
+        sessions[listener] = path
+        session = listening_session(page, listener)
+        _check_session(path, result["trials"], session, listener)
+        rows += [(listener, shown["subject"], shown["method"], answer["choice"] == target)
+                 for answer, (shown, target) in zip(result["trials"], session)]
 
     metrics: dict[str, float | int] = {"listening/n_listeners": len({r[0] for r in rows})}
     methods = sorted({r[2] for r in rows})
@@ -272,6 +360,59 @@ def _scores(prefix: str, right: list[bool], level: float) -> dict[str, float | i
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
     return {f"{prefix}/accuracy": k / n, f"{prefix}/accuracy_ci_low": float(ci.low),
             f"{prefix}/accuracy_ci_high": float(ci.high), f"{prefix}/n_trials": n}
+
+
+def _read_page(path: Path) -> dict:
+    """The data of the listening page `path` (the `listening-data` element that write_listening_page
+    writes), checked as far as `listening_session` relies on it."""
+    text = read_text(path, "listening page (copy the report/listen.html the listeners used beside their files)")
+    start = text.find(DATA_TAG)
+    end = text.find("</script>", start)
+    if start < 0 or end < 0:
+        raise B2MError(f"{path}: not a listening page (no listening-data element, as report/listen.html has)")
+    try:
+        page = json.loads(text[start + len(DATA_TAG):end])
+    except json.JSONDecodeError as err:
+        raise B2MError(f"{path}: listening-data is not valid JSON ({err.msg})") from None
+    if not isinstance(page, dict) or page.get("format") != FORMAT:
+        raise B2MError(f"{path}: not a listening page of format {FORMAT!r}")
+    # String(seed) in JavaScript is Python's str(seed) only for the integers a double holds exactly.
+    seed, n = page.get("seed"), page.get("n_per_session")
+    if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > 2 ** 53 - 1:
+        raise B2MError(f"{path}: seed must be an integer within +-(2**53 - 1), got {seed!r:.40}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise B2MError(f"{path}: n_per_session must be an integer >= 1, got {n!r:.40}")
+    trials = page.get("trials")
+    if not isinstance(page.get("title"), str) or not isinstance(trials, list) or not trials or not all(
+            isinstance(t, dict) and all(isinstance(t.get(k), str) for k in TRIAL_ID) for t in trials):
+        raise B2MError(f"{path}: listening-data needs a title and a non-empty list of trials with "
+                       f"{', '.join(TRIAL_ID)}")
+    return page
+
+
+def _check_session(path: Path, trials: list[dict], session: list[tuple[dict, str]], listener: str) -> None:
+    """The answered `trials` of the file `path` are the `session` the page drew for `listener`, in order."""
+    first: dict[tuple, int] = {}
+    for i, answer in enumerate(trials):
+        key = (answer["method"], answer["subject"], answer["clip_id"])  # one pool trial each
+        if key in first:
+            raise B2MError(f"{path}: trials[{i}]: repeats trials[{first[key]}] ({_describe(answer)})")
+        first[key] = i
+    for i, (answer, (shown, target)) in enumerate(zip(trials, session)):
+        if answer["index"] != i or any(answer[k] != shown[k] for k in TRIAL_ID):
+            raise B2MError(f"{path}: trials[{i}]: not what the page showed listener {listener!r:.60} as trial {i + 1} "
+                           f"(index {i}, {_describe(shown)}); the file has index {answer['index']!r}, "
+                           f"{_describe(answer)}")
+        if answer["target_position"] != target:
+            raise B2MError(f"{path}: trials[{i}]: target_position {answer['target_position']!r} is not where the "
+                           f"page put the target for listener {listener!r:.60} ({target!r})")
+    if len(trials) != len(session):
+        raise B2MError(f"{path}: {len(trials)} trials; the page's session for listener {listener!r:.60} has "
+                       f"{len(session)}")
+
+
+def _describe(trial: dict) -> str:
+    return ", ".join(f"{k} {trial[k]!r:.60}" for k in TRIAL_ID)
 
 
 def _read_result(path: Path) -> dict:

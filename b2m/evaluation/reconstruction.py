@@ -2,8 +2,9 @@
 
 The manifests are read by the modules that write them (`b2m.reconstruction.retrieval`,
 `b2m.reconstruction.musicgen.batch`): a reconstruction set maps subject -> clip id ->
-audio files (best rank / sample 0 first). Here they are checked against the run's
-predictions and embedded in audio spaces, to be identified against the stimuli.
+audio files (best rank / sample 0 first). Here they are held to the run (`Manifest.check`: every
+subject and test clip, made from its predictions, files unchanged) and embedded in audio spaces, to be
+identified against the stimuli.
 """
 
 from __future__ import annotations
@@ -42,22 +43,14 @@ def read_reconstructions(cfg: DictConfig, run: Run) -> dict[str, Reconstructions
     `<kind>/brain`, `<kind>/first` and `<kind>/random` (one file per clip: the selected candidate, the
     first and a random one, `b2m.reconstruction.selection`)."""
     recon: dict[str, Reconstructions] = {}
-    sources: dict[str, str] = {}
     for kind, folder in (("retrieval", cfg.retrieval), ("generated", cfg.generated)):
         if not folder:
             continue
-        recon[kind] = read_retrieval(folder, sorted(run.subjects)) if kind == "retrieval" else read_generated(folder)
-        sources[kind] = folder
-        for choice, per_subject in read_selection(folder, sorted(recon[kind])).items():
-            recon[f"{kind}/{choice}"], sources[f"{kind}/{choice}"] = per_subject, folder
-    for kind, per_subject in recon.items():
-        source = sources[kind]
-        for subject, per_clip in per_subject.items():
-            if subject not in run.subjects:
-                raise B2MError(f"{source}: subject {subject} has no predictions in {run.path / 'predictions'}")
-            unknown = sorted(set(per_clip) - set(run.subjects[subject].clip_ids))
-            if unknown:
-                raise B2MError(f"{source}: clip {unknown[0]} of {subject} is not among its test predictions")
+        manifest = read_retrieval(folder, sorted(run.subjects)) if kind == "retrieval" else read_generated(folder)
+        manifest.check(run)
+        recon[kind] = manifest.files
+        for choice, per_subject in read_selection(manifest).items():
+            recon[f"{kind}/{choice}"] = per_subject
     return recon
 
 

@@ -57,7 +57,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise B2MError(f"config: report.subjects: {[s for s in shown if s not in run.subjects][0]} is not a subject "
                        f"of {run.path} (it has {', '.join(run.subjects)})")
     # Listening-test results are read now: a bad file is an error before anything is written.
-    listening = read_listening(Path(str(cfg.listening)), float(cfg.ci_level)) if cfg.listening else {}
+    test_clips = {subject: p.clip_ids for subject, p in run.subjects.items()}
+    listening = read_listening(Path(str(cfg.listening)), float(cfg.ci_level), test_clips) if cfg.listening else {}
     recon = read_reconstructions(cfg, run)
     outputs.remove_output(work, "evaluate")  # left by a killed evaluation
     spaces = {name: reconstruction_space(name, run) for name in cfg.spaces} if recon else {}

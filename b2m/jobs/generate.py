@@ -22,11 +22,11 @@ from b2m.core.config import check_accelerator, check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import PREDICTIONS, load_run, prediction_files
 from b2m.reconstruction.musicgen.batch import (FRAME_RATE, MANIFEST, MAX_DURATION_S, GenerationModule, Job,
-                                               JobDataset, config_hash, plan_jobs, read_records, wav_ok,
+                                               JobDataset, config_hash, plan_jobs, read_records, wav_done,
                                                write_manifest)
 from b2m.reconstruction.musicgen.builders import build_generator
 from b2m.reconstruction.musicgen.probe import resolve_engine
-from b2m.reconstruction.selection import apply_selection, check_selection
+from b2m.reconstruction.selection import apply_selection, check_selection, clear_selection
 
 
 def probe_device(accelerator: str) -> torch.device:
@@ -62,13 +62,9 @@ def generate(cfg: DictConfig) -> dict:
     engine = resolve_engine(str(gen.precision), lm.cfg, probe_device(accelerator), int(gen.batch_size),
                             n_frames + lm.cfg.n_codebooks - 1, text_len, float(gen.guidance_scale) > 1)
     cfg_hash = config_hash(gen, engine)
-    rate = int(codec.config.sampling_rate)
-    n_wav = n_frames * int(rate // codec.config.frame_rate)
 
     def done(job: Job, records: dict) -> bool:
-        rec = records.get((job.subject, job.clip_id, job.k))
-        return (rec is not None and rec.get("config_hash") == cfg_hash and rec.get("input_hash") == job.input_hash
-                and wav_ok(out_dir / job.path, n_wav, rate))
+        return wav_done(out_dir / job.path, records.get((job.subject, job.clip_id, job.k)), cfg_hash, job.input_hash)
 
     # Planned before trainer.predict: DDP ranks start generating only once all of them got here.
     outputs.mark(out_dir, "generate")
@@ -87,11 +83,12 @@ def generate(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         if missing:
             raise B2MError(f"{out_dir}: {len(missing)} wav(s) missing after generation, e.g. {missing[0]}")
+        clear_selection(out_dir, sorted(preds))
         write_manifest(out_dir, jobs, records)
         candidates: dict[str, dict[str, list[Path]]] = {}
         for job in sorted(jobs, key=lambda j: j.k):
             candidates.setdefault(job.subject, {}).setdefault(job.clip_id, []).append(out_dir / job.path)
-        apply_selection(run, candidates, cfg.select, out_dir)
+        apply_selection(run, candidates, cfg.select, out_dir, {s: out_dir / MANIFEST for s in candidates})
     trainer.strategy.barrier()
     return {"n_wavs": len(jobs), "n_generated": len(todo), "out_dir": str(out_dir), "config_hash": cfg_hash,
             "precision": engine.precision, "attention": engine.attention,

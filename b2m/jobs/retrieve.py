@@ -18,7 +18,7 @@ from b2m.core.config import check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import load_run
 from b2m.reconstruction.retrieval import RetrievalIndex, build_index, retrieve_predictions
-from b2m.reconstruction.selection import apply_selection, check_selection
+from b2m.reconstruction.selection import apply_selection, check_selection, clear_selection
 from b2m.targets import build_space
 
 
@@ -39,12 +39,13 @@ def retrieve(cfg: DictConfig) -> dict[str, Any]:
     if summary["files"] == 0:
         raise B2MError(f"{database}: no readable audio file to retrieve from")
     index = RetrievalIndex.load(index_dir, precision=cfg.precision)
+    clear_selection(out_dir, list(run.subjects))
     manifests = {}
     for subject, predictions in run.subjects.items():
         # The stimulus track itself is never a reconstruction of its own clip.
         exclude = [c.track_name for c in run.test_clips(subject)] if cfg.exclude_stimulus else None
         manifests[subject] = retrieve_predictions(predictions, index, int(cfg.k), out_dir, exclude, cfg.link)
-    candidates = {subject: {clip_id: [out_dir / e["file"] for e in entries] for clip_id, entries in m["clips"].items()}
+    candidates = {subject: {clip_id: [out_dir / e["file"] for e in clip["ranks"]] for clip_id, clip in m["clips"].items()}
                   for subject, m in manifests.items()}
-    apply_selection(run, candidates, cfg.select, out_dir)
+    apply_selection(run, candidates, cfg.select, out_dir, {s: out_dir / f"retrieval_{s}.json" for s in manifests})
     return manifests

@@ -5,13 +5,15 @@ An index folder holds one embedding per audio file in an audio space:
 ```
 <index>/index.json              the space (name, config, shape) and the audio root
 <index>/parts/000000.npy        float32 [n, L * D], one row per embedded file
-<index>/parts/000000.jsonl      one line per file of the chunk: {"path"} or {"path", "error"}
+<index>/parts/000000.jsonl      one line per file of the chunk: {"path", "size", "mtime_ns"} (+ "error")
 <index>/errors.jsonl            every file that could not be embedded (rewritten after each build)
 ```
 
 Files are embedded in chunks; a chunk is complete once its `.jsonl` exists (written
 after its `.npy`), so a killed build resumes without redoing finished files, and
-running the build again on a grown folder embeds only the new files. Queries are
+running the build again on a grown folder embeds only the new files. A chunk holding a file that
+was since deleted, or replaced (another size or modification time), is dropped and its remaining
+files embedded again: the index never describes audio the database no longer holds. Queries are
 cosine top-k over the flattened `[L * D]` vectors, batched in torch (CUDA when present).
 
 Exact top-k below the cost of the exact product: with `precision="bf16"` a first pass scores every
@@ -44,10 +46,10 @@ from tqdm.auto import tqdm
 from b2m.core.clips import sanitise
 from b2m.data.stimuli import load_audio_file
 from b2m.core.errors import B2MError
-from b2m.core.io import atomic_path, save_npy, write_json, write_text
+from b2m.core.io import atomic_path, file_digest, save_npy, write_json, write_text
 from b2m.core.log import progress
 from b2m.core.runs import SubjectPredictions
-from b2m.reconstruction import Reconstructions, check_files_exist
+from b2m.reconstruction import Manifest, inside
 from b2m.targets.base import EmbeddingSpace
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
@@ -173,7 +175,7 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     else:
         write_json(meta_path, meta)
 
-    parts = _complete_parts(index_dir)
+    parts = _drop_stale_parts(audio_dir, _complete_parts(index_dir))
     done = {entry["path"] for part in parts for entry in _read_jsonl(part)}
     files = [p for p in list_audio(audio_dir) if p.relative_to(audio_dir).as_posix() not in done]
     new, number = 0, 1 + max((int(p.stem) for p in parts), default=-1)
@@ -195,13 +197,37 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     return {"files": len(entries) - len(errors), "new": new, "errors": errors}
 
 
+def _file_state(path: Path) -> dict[str, int] | None:
+    """What tells a database file from its replacement: its size and modification time (ns); None if gone."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _drop_stale_parts(audio_dir: Path, parts: list[Path]) -> list[Path]:
+    """The complete chunks `parts` whose files are all still in the database as they were embedded; the
+    others are deleted (their `.jsonl` first: it marks a chunk complete), to be embedded again."""
+    kept = []
+    for part in parts:
+        entries = _read_jsonl(part)
+        if all(_file_state(audio_dir / _entry_path(part, e)) == {k: e.get(k) for k in ("size", "mtime_ns")}
+               for e in entries):
+            kept.append(part)
+        else:
+            part.unlink()
+            part.with_suffix(".npy").unlink(missing_ok=True)
+    return kept
+
+
 def _embed_chunk(space: EmbeddingSpace, audio_dir: Path, files: Sequence[Path]
                  ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Embed one chunk: its index entries (errors included, in file order) and `[n_ok, L * D]` rows."""
     entries: list[dict[str, Any]] = []
     waves: dict[int, np.ndarray] = {}
     for i, path in enumerate(files):
-        entries.append({"path": path.relative_to(audio_dir).as_posix()})
+        entries.append({"path": path.relative_to(audio_dir).as_posix(), **(_file_state(path) or {})})
         try:
             waves[i] = load_audio_file(path, space.sample_rate)
         except (B2MError, OSError) as err:
@@ -392,8 +418,8 @@ def retrieve_predictions(predictions: SubjectPredictions, index: RetrievalIndex,
     """Retrieve the top-k database files for each predicted clip embedding of one subject.
 
     `predictions` holds `pred` float32 `[N, L, D]` and `clip_ids` `[N]` (`b2m.core.runs`).
-    Writes `out_dir/retrieval_<subject>.json` (per clip id: rank, source path, linked file
-    relative to `out_dir`, score) and puts the audio at
+    Writes `out_dir/retrieval_<subject>.json` (per clip id: the hash of its prediction row and, per
+    rank, the source path, the linked file relative to `out_dir`, its sha256 and the score) and puts the audio at
     `out_dir/<subject>/<clip_id>_top<rank><suffix>`, as relative symlinks (`link="symlink"`)
     or copies (`link="copy"`). `exclude[n]`, a track name (`blues.00012`), is never retrieved
     for clip n: the stimulus track itself. Returns the manifest.
@@ -404,14 +430,18 @@ def retrieve_predictions(predictions: SubjectPredictions, index: RetrievalIndex,
     subject, clip_ids = sanitise(predictions.subject), predictions.clip_ids
     indices, scores, paths = index.query(predictions.pred, k, exclude=exclude)
 
-    clips: dict[str, list[dict[str, Any]]] = {}
-    for clip_id, row_scores, row_paths in zip(clip_ids, scores, paths):
-        clips[clip_id] = []
+    clips: dict[str, dict[str, Any]] = {}
+    digests: dict[str, str] = {}
+    for n, (clip_id, row_scores, row_paths) in enumerate(zip(clip_ids, scores, paths)):
+        ranks = []
         for rank, (score, src) in enumerate(zip(row_scores, row_paths), start=1):
             dest = out_dir / subject / f"{sanitise(clip_id)}_top{rank}{Path(src).suffix.lower()}"
             _place(Path(src), dest, link)
-            clips[clip_id].append({"rank": rank, "path": src, "file": dest.relative_to(out_dir).as_posix(),
-                                   "score": float(score)})
+            if src not in digests:
+                digests[src] = file_digest(src)
+            ranks.append({"rank": rank, "path": src, "file": dest.relative_to(out_dir).as_posix(),
+                          "sha256": digests[src], "score": float(score)})
+        clips[clip_id] = {"input_hash": predictions.input_hash(n), "ranks": ranks}
     manifest = {"subject": subject, "k": k, "exclude_stimulus": exclude is not None,
                 "space": index.meta.get("cache_key"), "clips": clips}
     write_json(out_dir / f"retrieval_{subject}.json", manifest)
@@ -420,6 +450,8 @@ def retrieve_predictions(predictions: SubjectPredictions, index: RetrievalIndex,
 
 def _place(src: Path, dest: Path, link: str) -> None:
     """Put `src` at `dest` (replacing what is there) as a relative symlink or a copy."""
+    if not src.is_file():  # deleted after the index was loaded
+        raise B2MError(f"{src}: retrieved, but no longer in the database; run retrieve again to update the index")
     with atomic_path(dest) as tmp:
         if link == "copy":
             shutil.copyfile(src, tmp)
@@ -428,22 +460,29 @@ def _place(src: Path, dest: Path, link: str) -> None:
             os.symlink(os.path.relpath(src.resolve(), dest.parent.resolve()), tmp)
 
 
-def read_retrieval(folder: str | Path, subjects: list[str]) -> Reconstructions:
-    """Retrieved files per subject and clip, by rank, from `<folder>/retrieval_<subject>.json`
-    (`clips: {clip_id: [{rank, file}]}`, `file` relative to `folder`); every listed file must exist."""
+def read_retrieval(folder: str | Path, subjects: Sequence[str]) -> Manifest:
+    """The retrieved files per subject and clip, by rank, from `<folder>/retrieval_<subject>.json`
+    (subjects without one are left out: `Manifest.check` says what is missing)."""
     folder = Path(folder)
-    out: Reconstructions = {}
+    out = Manifest(folder)
     for subject in subjects:
-        manifest = folder / f"retrieval_{subject}.json"
-        if not manifest.is_file():
+        path = folder / f"retrieval_{subject}.json"
+        if not path.is_file():
             continue
         try:
-            clips = json.loads(manifest.read_text())["clips"]
-            out[subject] = {clip_id: [folder / e["file"] for e in sorted(entries, key=lambda e: e["rank"])]
-                            for clip_id, entries in clips.items()}
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise B2MError(f"{manifest}: not a retrieval manifest ({type(err).__name__}: {err})") from None
-        check_files_exist(manifest, out[subject])
-    if not out:
+            clips = json.loads(path.read_text())["clips"]
+            out.files[subject], out.inputs[subject] = {}, {}
+            for clip_id, clip in clips.items():
+                ranks = sorted(clip["ranks"], key=lambda e: e["rank"])
+                if [e["rank"] for e in ranks] != list(range(1, len(ranks) + 1)):
+                    raise ValueError(f"clip {clip_id}: ranks are not 1 to {len(ranks)}")
+                files = [inside(folder, e["file"], path) for e in ranks]
+                out.files[subject][clip_id], out.inputs[subject][clip_id] = files, str(clip["input_hash"])
+                out.digests.update((f, str(e["sha256"])) for f, e in zip(files, ranks))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise B2MError(f"{path}: not a retrieval manifest of this b2m ({type(err).__name__}: {err}); "
+                           f"run retrieve again") from None
+        out.sources[subject], out.source_digests[subject] = path, file_digest(path)
+    if not out.files:
         raise B2MError(f"{folder}: no retrieval_<subject>.json for subjects {', '.join(subjects)}")
     return out

@@ -19,12 +19,15 @@ and a `random` one (seeded per subject and clip) are recorded beside the selecte
 `<out_dir>/selection_<subject>.json`:
 
 ```
-{"subject", "method": "brain", "spaces", "seed",
+{"subject", "method": "brain", "spaces", "seed", "manifest": {"file", "sha256"},
  "clips": {clip_id: {"candidates": [file, ...], "scores": [float, ...], "selected": i, "first": 0,
                      "random": j}}}
 ```
 
-with files relative to `out_dir`; `read_selection` gives them back as reconstruction sets.
+with files relative to `out_dir`; `manifest` is the retrieval or generation manifest the candidates
+came from, as it was when they were scored. `read_selection` gives the choices back as reconstruction
+sets, and refuses a selection file that does not describe the manifest beside it (a newer retrieval or
+generation, a kill between the two writes, an edited file).
 """
 
 from __future__ import annotations
@@ -39,13 +42,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from b2m.core.errors import B2MError
-from b2m.core.io import write_json
+from b2m.core.io import file_digest, write_json
 from b2m.core.log import progress
 from b2m.core.ridge import RidgeCV
 from b2m.core.runs import Run
 from b2m.data.samples import build_samples
 from b2m.data.subjects import load_preprocessed
-from b2m.reconstruction import Reconstructions, check_files_exist
+from b2m.reconstruction import Manifest, Reconstructions, inside
 from b2m.targets import EmbeddingSpace, space_by_name
 from b2m.targets.dataset import clip_targets, embed_files
 
@@ -144,25 +147,29 @@ def check_selection(scfg: DictConfig) -> None:
         selection_spaces(scfg)
 
 
-def apply_selection(run: Run | None, candidates: dict[str, dict[str, list[Path]]], scfg: DictConfig,
-                    out_dir: str | Path) -> None:
-    """Select among `candidates` as `select.method` says; `none` removes the selection files an earlier
-    call left in `out_dir`, so that they never describe other reconstructions."""
-    if scfg.method == "brain":
-        if run is None:
-            raise ValueError("brain-guided selection needs the training run")
-        select_brain(run, candidates, scfg, out_dir)
-        return
-    for subject in candidates:
+def clear_selection(out_dir: str | Path, subjects: Sequence[str]) -> None:
+    """Remove the selection files of `subjects` from `out_dir`: called before a job rewrites the
+    manifests they were made from, so that none is left describing other reconstructions."""
+    for subject in subjects:
         (Path(out_dir) / f"selection_{subject}.json").unlink(missing_ok=True)
 
 
+def apply_selection(run: Run | None, candidates: dict[str, dict[str, list[Path]]], scfg: DictConfig,
+                    out_dir: str | Path, manifests: dict[str, Path]) -> None:
+    """Select among `candidates` as `select.method` says (`none`: nothing to do)."""
+    if scfg.method == "brain":
+        if run is None:
+            raise ValueError("brain-guided selection needs the training run")
+        select_brain(run, candidates, scfg, out_dir, manifests)
+
+
 def select_brain(run: Run, candidates: dict[str, dict[str, list[Path]]], scfg: DictConfig,
-                 out_dir: str | Path) -> dict[str, dict[str, Any]]:
+                 out_dir: str | Path, manifests: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """Score every subject's candidates `{subject: {clip_id: [audio file, ...]}}` (first = the
     decoder's first) and write `out_dir/selection_<subject>.json`; returns the selections by subject.
 
-    Files must lie under `out_dir` (their manifest paths are relative to it).
+    Files must lie under `out_dir` (their manifest paths are relative to it); `manifests[subject]` is the
+    manifest file the candidates come from, recorded with its sha256.
     """
     out_dir = Path(out_dir)
     spaces = selection_spaces(scfg)
@@ -183,8 +190,11 @@ def select_brain(run: Run, candidates: dict[str, dict[str, list[Path]]], scfg: D
             clips[clip_id] = {"candidates": [f.relative_to(out_dir).as_posix() for f in files],
                               "scores": [float(s) for s in scores], "selected": int(np.argmax(scores)), "first": 0,
                               "random": random_choice(int(scfg.seed), subject, clip_id, len(files))}
+        manifest = Path(manifests[subject])
         out[subject] = {"subject": subject, "method": "brain", "spaces": list(spaces), "seed": int(scfg.seed),
-                        "voxels_weighted": int((model.weight > 0).sum()), "clips": clips}
+                        "voxels_weighted": int((model.weight > 0).sum()),
+                        "manifest": {"file": manifest.relative_to(out_dir).as_posix(), "sha256": file_digest(manifest)},
+                        "clips": clips}
         write_json(out_dir / f"selection_{subject}.json", out[subject])
     return out
 
@@ -197,22 +207,39 @@ def _embed(spaces: dict[str, EmbeddingSpace], files: Sequence[Path]) -> list[np.
     return list(np.concatenate(per_space, axis=1))
 
 
-def read_selection(folder: str | Path, subjects: Sequence[str]) -> dict[str, Reconstructions]:
-    """`{"brain" | "first" | "random": {subject: {clip_id: [file]}}}` from `<folder>/selection_<subject>.json`;
-    `{}` when the folder holds none (no selection was made). Every listed file must exist."""
-    folder = Path(folder)
+def read_selection(manifest: Manifest) -> dict[str, Reconstructions]:
+    """`{"brain" | "first" | "random": {subject: {clip_id: [file]}}}` from the `selection_<subject>.json`
+    beside the retrieval or generation `manifest`; `{}` when the folder holds none (no selection was made).
+
+    A selection file must have been made from that manifest as it is now, list each clip's files in the
+    manifest's order as candidates, and choose whole indices among them."""
+    folder = manifest.folder
     out: dict[str, Reconstructions] = {}
-    for subject in subjects:
+    for subject, per_clip in manifest.files.items():
         path = folder / f"selection_{subject}.json"
         if not path.is_file():
             continue
         try:
-            clips = json.loads(path.read_text())["clips"]
-            for choice, field in CHOICES.items():
-                out.setdefault(choice, {})[subject] = {
-                    clip_id: [folder / entry["candidates"][int(entry[field])]] for clip_id, entry in clips.items()}
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as err:
+            selection = json.loads(path.read_text())
+            made_from = selection["manifest"]
+            if inside(folder, made_from["file"], path) != manifest.sources[subject] \
+                    or made_from["sha256"] != manifest.source_digests[subject]:
+                raise B2MError(f"{path}: made from another {manifest.sources[subject].name} than the one beside it "
+                               f"(a newer run, or a kill between the two); run the selection again")
+            clips = selection["clips"]
+            if set(clips) != set(per_clip):
+                raise B2MError(f"{path}: its clips are not those of {manifest.sources[subject].name}")
+            for clip_id, entry in clips.items():
+                candidates = [inside(folder, c, path) for c in entry["candidates"]]
+                if candidates != per_clip[clip_id]:
+                    raise B2MError(f"{path}: the candidates of clip {clip_id} are not its files in "
+                                   f"{manifest.sources[subject].name}")
+                for choice, key in CHOICES.items():
+                    index = entry[key]
+                    if type(index) is not int or not 0 <= index < len(candidates):
+                        raise B2MError(f"{path}: clip {clip_id}: {key} = {index!r} is not a candidate's index "
+                                       f"(a whole number from 0 to {len(candidates) - 1})")
+                    out.setdefault(choice, {}).setdefault(subject, {})[clip_id] = [candidates[index]]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
             raise B2MError(f"{path}: not a selection file ({type(err).__name__}: {err})") from None
-        for choice in CHOICES:
-            check_files_exist(path, out[choice][subject])
     return out

@@ -18,7 +18,6 @@ window) give `(1, D)`; `window_s: 10, stride_s: 1.5` gives Brain2Music's four wi
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 
 from b2m.core.errors import B2MError
 from b2m.targets.base import EmbeddingSpace
-from b2m.targets.pretrained import from_pretrained, model_folder, offline_model, random_musicgen
+from b2m.targets.pretrained import from_pretrained, model_config, model_folder, offline_model, random_musicgen
 from b2m.targets.windowed import window_starts
 
 
@@ -98,14 +97,15 @@ class MertSpace(FrameSpace):
 
         folder = offline_model("hubert-tiny", {}, write_tiny_hubert) if weights == "tiny" else model_folder(weights,
                                                                                                    "mert.weights")
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        config = model_config(folder)
+        model_type = config.get("model_type")
         if model_type != "hubert" and not trust_remote_code:
             raise B2MError(f"mert.weights: {weights} is a {model_type!r} model with its own code; set "
                            f"target.trust_remote_code=true to run it (it executes code from the snapshot)")
         if (folder / "preprocessor_config.json").is_file():
             self.extractor = from_pretrained(AutoFeatureExtractor, folder, trust_remote_code=trust_remote_code)
         else:  # MERT-v0 ships no extractor: HuBERT's, at the rate its config names
-            rate = int(json.loads((folder / "config.json").read_text()).get("sample_rate", 16_000))
+            rate = int(config.get("sample_rate", 16_000))
             self.extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=rate, do_normalize=True)
         self.model = from_pretrained(HubertModel if model_type == "hubert" else AutoModel, folder,
                                      **({} if model_type == "hubert" else {"trust_remote_code": True}))
@@ -156,7 +156,7 @@ def load_codec(weights: str, key: str):
     from transformers import EncodecModel, MusicgenForConditionalGeneration
 
     folder = musicgen_folder(weights, key)
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    model_type = model_config(folder).get("model_type")
     if model_type == "encodec":
         return folder, from_pretrained(EncodecModel, folder)
     if model_type == "musicgen":

@@ -6,7 +6,13 @@ found in the local Hugging Face cache (`huggingface_hub`, local files only: noth
 downloaded). `weights: tiny` is a small seeded random model of the same class, written
 once in the real format (`save_pretrained`, safetensors) under `<B2M_CACHE>/models/`
 (default `~/.cache/b2m`), so that offline runs load through the very code path that
-real weights take.
+real weights take. Its files get the permissions the umask allows, as every output of b2m.
+
+`from_pretrained` is the one loader of a folder: a broken `config.json`, a config of another model
+type, an unreadable safetensors file, and weights that lack tensors of the model or give them
+another shape are one-line B2MErrors naming the folder or file, not layers left silently random;
+tensors the model does not use are a warning (`check_weights`, which the loaders of other formats
+share).
 
 The tiny architectures of MusicGen (`musicgen_config`, `random_musicgen`) live here too:
 the `encodec` and `musicgen_lm` spaces read the generator's own codec and LM.
@@ -22,13 +28,14 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
 from b2m.core.errors import B2MError
-from b2m.core.io import current_umask
+from b2m.core.io import current_umask, read_json_object
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -79,14 +86,83 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
+def model_config(folder: Path) -> dict:
+    """The folder's `config.json` as a dict; a missing file, a file that is not JSON or JSON that is
+    not an object is a B2MError naming the file."""
+    return read_json_object(folder / "config.json", "model config")
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The folder's `*.safetensors` files, each with a readable header; a truncated or foreign file is a
+    B2MError naming it (transformers' own error names neither the file nor the folder)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as err:  # SafetensorError for a bad header, OSError for an unreadable file
+            raise B2MError(f"{file}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+    return files
+
+
+def check_weights(origin: str | Path, what: str, missing: Iterable[str], unexpected: Iterable[str] = (),
+                  mismatched: Iterable[tuple[str, Any, Any]] = ()) -> None:
+    """Refuse weights that leave part of the model `what` at its random initialisation: tensors
+    `missing` from the files of `origin`, or `mismatched` ones (name, shape in the files, shape the
+    config gives). Tensors of the files that the model does not use (`unexpected`) are a warning only:
+    checkpoints carry pretraining heads (HuBERT's projection, T5's decoder) that a feature extractor
+    leaves aside, and a folder of another model is refused for its missing tensors anyway."""
+    missing, unexpected, mismatched = sorted(missing), sorted(unexpected), sorted(mismatched)
+    if missing:
+        raise B2MError(f"{origin}: {len(missing)} tensors of {what} are missing from the weights files "
+                       f"({_first(missing)}); the files are incomplete or hold another model")
+    if mismatched:
+        name, found, expected = mismatched[0]
+        raise B2MError(f"{origin}: {len(mismatched)} tensors of {what} have another shape in the weights files "
+                       f"than config.json gives (first: {name} {tuple(found)}, expected {tuple(expected)})")
+    if unexpected:
+        warnings.warn(f"{origin}: {len(unexpected)} tensors of the weights files are not part of {what} and "
+                      f"were left aside ({_first(unexpected)})", stacklevel=3)
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def from_pretrained(cls: Any, folder: Path, **kwargs: Any) -> Any:
-    """`cls.from_pretrained(folder)` from local files only, quietly; models come back in eval mode."""
+    """`cls.from_pretrained(folder)` from local files only, quietly; models come back in eval mode.
+
+    Every loader of a folder goes through here: a broken `config.json`, a config of another model
+    type, an unreadable safetensors file, and weights that miss tensors or give them another shape
+    (transformers would leave those layers random) are B2MErrors naming the folder or file."""
+    from transformers import PreTrainedModel
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    config = model_config(folder)
+    is_model = issubclass(cls, (PreTrainedModel, _BaseAutoModelClass))
+    if is_model:
+        # transformers only logs a mismatch of model types, and quietly, here.
+        expected, found = getattr(getattr(cls, "config_class", None), "model_type", ""), config.get("model_type")
+        if expected and found is not None and found != expected:
+            raise B2MError(f"{folder / 'config.json'}: a {found!r} model, not the {expected!r} model that "
+                           f"{cls.__name__} loads")
+        safetensors_files(folder)
+        # Mismatched shapes come back in the loading info, to be refused below with their names.
+        kwargs = {"output_loading_info": True, "ignore_mismatched_sizes": True, **kwargs}
     try:
         with quiet_transformers():
             obj = cls.from_pretrained(folder, local_files_only=True, **kwargs)
     except Exception as err:  # transformers and huggingface_hub raise many types for a broken folder
         message = " ".join(str(err).split())[:300]
         raise B2MError(f"{folder}: cannot load {cls.__name__} ({message})") from None
+    if is_model:
+        obj, info = obj
+        if info.get("error_msgs"):
+            raise B2MError(f"{folder}: cannot load {cls.__name__} ({' '.join(str(info['error_msgs'][0]).split())})")
+        check_weights(folder, type(obj).__name__, info["missing_keys"], info["unexpected_keys"],
+                      info["mismatched_keys"])
     return obj.eval() if isinstance(obj, torch.nn.Module) else obj
 
 
@@ -104,7 +180,7 @@ def offline_model(kind: str, spec: dict, build: Callable[[Path], None]) -> Path:
         with torch.random.fork_rng(devices=[]), quiet_transformers():
             torch.manual_seed(int(spec.get("seed", 0)))
             build(tmp)
-        _readable(tmp)
+        _follow_umask(tmp)
         try:
             tmp.rename(folder)
         except OSError:  # another process finished first: keep its folder
@@ -115,9 +191,13 @@ def offline_model(kind: str, spec: dict, build: Callable[[Path], None]) -> Path:
     return folder
 
 
-def _readable(folder: Path) -> None:
-    """mkdtemp makes a 0700 folder: give it the permissions the umask allows, like any new folder."""
-    folder.chmod(0o777 & ~current_umask())
+def _follow_umask(folder: Path) -> None:
+    """Give `folder` and all it holds the permissions the umask allows, like any output of b2m: mkdtemp
+    makes a 0700 folder and transformers writes model.safetensors 0600."""
+    umask = current_umask()
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 # ----------------------------------------------------------------- MusicGen architectures

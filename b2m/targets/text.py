@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 from b2m.core.errors import B2MError
 from b2m.targets.base import EmbeddingSpace
-from b2m.targets.pretrained import from_pretrained, model_folder
+from b2m.targets.pretrained import check_weights, from_pretrained, model_config, model_folder, safetensors_files
 
 
 def _batch_tokens(tokenizer: Any, texts: Sequence[str], max_length: int | None) -> dict[str, torch.Tensor]:
@@ -145,11 +144,12 @@ def _tiny_t5(d_model: int, num_layers: int, num_heads: int, seed: int) -> tuple[
 def _load_t5(path: Path) -> tuple[Any, torch.nn.Module]:
     from transformers import AutoTokenizer, T5EncoderModel
 
-    config = json.loads((path / "config.json").read_text())
-    tokenizer = from_pretrained(AutoTokenizer, path)
-    if config.get("model_type", "").startswith("musicgen"):
-        return tokenizer, _musicgen_text_encoder(path, config)
-    return tokenizer, from_pretrained(T5EncoderModel, path)
+    config = model_config(path)
+    if str(config.get("model_type", "")).startswith("musicgen"):
+        encoder = _musicgen_text_encoder(path, config)
+    else:
+        encoder = from_pretrained(T5EncoderModel, path)
+    return from_pretrained(AutoTokenizer, path), encoder
 
 
 def _musicgen_text_encoder(path: Path, config: dict) -> torch.nn.Module:
@@ -157,10 +157,12 @@ def _musicgen_text_encoder(path: Path, config: dict) -> torch.nn.Module:
     from safetensors import safe_open
     from transformers import T5Config, T5EncoderModel
 
+    if not isinstance(config.get("text_encoder"), dict):
+        raise B2MError(f"{path / 'config.json'}: a MusicGen config without a text_encoder object")
     encoder = T5EncoderModel(T5Config(**config["text_encoder"]))
     prefix = "text_encoder."
     state = {}
-    files = sorted(path.glob("*.safetensors"))
+    files = safetensors_files(path)
     if not files:
         raise B2MError(f"musicgen_text.weights: {path} holds no .safetensors files")
     for file in files:
@@ -168,11 +170,11 @@ def _musicgen_text_encoder(path: Path, config: dict) -> torch.nn.Module:
             for key in f.keys():
                 if key.startswith(prefix):
                     state[key[len(prefix):]] = f.get_tensor(key)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    ours = encoder.state_dict()
     # T5 ties the encoder's embed_tokens to `shared`: a checkpoint may store only one of them.
     tied = {"encoder.embed_tokens.weight", "shared.weight"}
-    missing = [k for k in missing if k not in tied or not tied & state.keys()]
-    if missing or unexpected:
-        raise B2MError(f"musicgen_text.weights: {path}: text encoder weights do not fit "
-                       f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    missing = [k for k in ours if k not in state and (k not in tied or not tied & state.keys())]
+    mismatched = [(k, v.shape, ours[k].shape) for k, v in state.items() if k in ours and v.shape != ours[k].shape]
+    check_weights(path, "the MusicGen text encoder (T5EncoderModel)", missing, state.keys() - ours.keys(), mismatched)
+    encoder.load_state_dict(state, strict=False)
     return encoder

@@ -3,10 +3,10 @@
 Input: a training run's predictions (`b2m.core.runs`), `pred` float32 [N, L, D] per subject.
 Output: `<out_dir>/<subject>/<clip_id>_<k>.wav` (32 kHz, k < n_samples) and
 `<out_dir>/manifest.jsonl`, one JSON record per wav (`subject`, `clip_id`, `k`, `path`
-relative to out_dir, `seed`, `config_hash`, `input_hash`, `duration_s`, and the engine's resolved
-`precision` and `attention`). Every rank writes
+relative to out_dir, `seed`, `config_hash`, `input_hash` (`SubjectPredictions.input_hash`), the wav's
+`sha256`, `duration_s`, and the engine's resolved `precision` and `attention`). Every rank writes
 its records to a `.manifest.part-*.jsonl` after each batch, so a killed run keeps every
-finished wav; a rerun redoes only what is missing, corrupt (wrong frame count) or made
+finished wav; a rerun redoes only what is missing, changed since it was written (its sha256), or made
 with another configuration or input.
 """
 
@@ -29,12 +29,12 @@ from torch.utils.data import Dataset
 
 from b2m.core.clips import sanitise
 from b2m.core.errors import B2MError
-from b2m.core.io import atomic_path, write_text
+from b2m.core.io import atomic_path, file_digest, write_text
 from b2m.core.runs import read_predictions
 from b2m.reconstruction.musicgen.codec import decode_codes
 from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig
 from b2m.reconstruction.musicgen.probe import Engine
-from b2m.reconstruction import Reconstructions, check_files_exist
+from b2m.reconstruction import Manifest, inside
 
 MAX_DURATION_S = 30.0  # MusicGen's training context; longer needs windowed continuation
 FRAME_RATE = 50  # EnCodec 32 kHz frames per second
@@ -72,13 +72,15 @@ def config_hash(gen: DictConfig, engine: Engine) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def wav_ok(path: Path, n_samples: int, sample_rate: int) -> bool:
-    """True if `path` is a readable wav with exactly `n_samples` frames at `sample_rate`."""
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, OSError, sf.LibsndfileError):
+def wav_done(path: Path, record: dict | None, cfg_hash: str, input_hash: str) -> bool:
+    """True if `record` describes `path` as made with this configuration from this input, and the file
+    is still the one it describes (same sha256: not swapped, cut or overwritten since)."""
+    if record is None or record.get("config_hash") != cfg_hash or record.get("input_hash") != input_hash:
         return False
-    return info.frames == n_samples and info.samplerate == sample_rate
+    try:
+        return file_digest(path) == record.get("sha256")
+    except OSError:
+        return False
 
 
 def read_records(out_dir: Path) -> dict[tuple[str, str, int], dict]:
@@ -141,7 +143,8 @@ class GenerationModule(pl.LightningModule):
         for job, wave in zip(jobs, waves):
             with atomic_path(self.out_dir / job.path) as tmp:
                 sf.write(str(tmp), wave, rate, subtype="PCM_16")
-            rec = asdict(job) | {"config_hash": self.cfg_hash, "duration_s": len(wave) / rate,
+                digest = file_digest(tmp)
+            rec = asdict(job) | {"config_hash": self.cfg_hash, "sha256": digest, "duration_s": len(wave) / rate,
                                  "precision": self.engine.precision, "attention": self.engine.attention}
             rec.pop("index")
             records.append(rec)
@@ -172,7 +175,7 @@ def plan_jobs(gen: DictConfig, files: Sequence[Path], cond_dim: int) -> tuple[li
         names = [sanitise(c) for c in clip_ids]  # unique: read_predictions checks
         preds[subject] = pred
         for index, (clip_id, name) in enumerate(zip(clip_ids, names)):
-            input_hash = hashlib.sha256(pred[index].tobytes()).hexdigest()[:16]
+            input_hash = p.input_hash(index)
             for k in range(int(gen.n_samples)):
                 jobs.append(Job(subject, clip_id, k, stable_seed(int(gen.seed), subject, clip_id, k), index,
                                 input_hash, f"{subject}/{name}_{k}.wav"))
@@ -187,29 +190,41 @@ def write_manifest(out_dir: Path, jobs: list[Job], records: dict[tuple[str, str,
         part.unlink()
 
 
-def read_generated(folder: str | Path) -> Reconstructions:
+def read_generated(folder: str | Path) -> Manifest:
     """Generated wavs per subject and clip, by sample index `k`, from `<folder>/manifest.jsonl`;
-    strict, unlike `read_records` (for evaluation): a damaged line is a B2MError, and every listed
-    wav must exist."""
+    strict, unlike `read_records` (for evaluation): a damaged line, a wav path outside the folder or a
+    sample listed twice is a B2MError, and each clip's samples must be k = 0, 1, ..."""
     folder = Path(folder)
-    manifest = folder / "manifest.jsonl"
+    manifest = folder / MANIFEST
     if not manifest.is_file():
         raise B2MError(f"{manifest}: generation manifest not found (run generate.py first)")
-    records = []
-    for line_no, line in enumerate(manifest.read_text().splitlines(), start=1):
+    out = Manifest(folder)
+    samples: dict[tuple[str, str], dict[int, Path]] = {}
+    for line_no, line in enumerate(manifest.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            records.append((str(rec["subject"]), str(rec["clip_id"]), int(rec.get("k", 0)), folder / rec["path"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise B2MError(f"{manifest}: line {line_no}: not a generation record ({type(err).__name__}: {err})") \
-                from None
-    if not records:
+            subject, clip_id, k = str(rec["subject"]), str(rec["clip_id"]), rec["k"]
+            if type(k) is not int or k < 0:
+                raise ValueError(f"sample index k = {k!r}")
+            path = inside(folder, rec["path"], manifest)
+            if k in samples.setdefault((subject, clip_id), {}):
+                raise ValueError(f"sample {k} of {subject} {clip_id} listed twice")
+            samples[(subject, clip_id)][k] = path
+            out.digests[path] = str(rec["sha256"])
+            inputs = out.inputs.setdefault(subject, {})
+            if inputs.setdefault(clip_id, str(rec["input_hash"])) != str(rec["input_hash"]):
+                raise ValueError(f"samples of {subject} {clip_id} made from different predictions")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise B2MError(f"{manifest}: line {line_no}: not a generation record of this b2m "
+                           f"({type(err).__name__}: {err}); run generate again") from None
+    if not samples:
         raise B2MError(f"{manifest}: no records")
-    out: Reconstructions = {}
-    for subject, clip_id, _, path in sorted(records):
-        out.setdefault(subject, {}).setdefault(clip_id, []).append(path)
-    for per_clip in out.values():
-        check_files_exist(manifest, per_clip)
+    digest = file_digest(manifest)
+    for (subject, clip_id), by_k in sorted(samples.items()):
+        if sorted(by_k) != list(range(len(by_k))):
+            raise B2MError(f"{manifest}: samples of {subject} {clip_id} are k = {sorted(by_k)}, not 0 to {len(by_k) - 1}")
+        out.files.setdefault(subject, {})[clip_id] = [by_k[k] for k in range(len(by_k))]
+        out.sources[subject], out.source_digests[subject] = manifest, digest
     return out

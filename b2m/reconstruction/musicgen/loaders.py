@@ -17,6 +17,7 @@ import torch
 
 from b2m.core.errors import B2MError
 from b2m.reconstruction.musicgen.lm import LMConfig, MusicGenLM
+from b2m.targets.pretrained import check_weights, from_pretrained
 
 # A source entry: (source name, row slice or None for all rows).
 Source = tuple[str, slice | None]
@@ -28,13 +29,10 @@ def _load_table(lm: MusicGenLM, table: dict[str, list[Source]], tensors: dict[st
     ours = lm.state_dict()
     if set(table) != set(ours):
         raise AssertionError(f"name table mismatch: {sorted(set(table) ^ set(ours))}")
+    check_weights(origin, "the MusicGen LM", {src for sources in table.values() for src, _ in sources} - tensors.keys())
     with torch.no_grad():
         for name, sources in table.items():
-            parts = []
-            for src, rows in sources:
-                if src not in tensors:
-                    raise B2MError(f"{origin}: missing tensor {src!r}")
-                parts.append(tensors[src] if rows is None else tensors[src][rows])
+            parts = [tensors[src] if rows is None else tensors[src][rows] for src, rows in sources]
             value = torch.cat(parts) if len(parts) > 1 else parts[0]
             if value.shape != ours[name].shape:
                 raise B2MError(f"{origin}: {sources[0][0]!r} has shape {tuple(value.shape)}, "
@@ -95,13 +93,11 @@ def lm_from_transformers(model: Any, origin: str = "transformers model") -> Musi
 
 
 def load_transformers(path: str | Path) -> Any:
-    """`MusicgenForConditionalGeneration.from_pretrained` on a local folder (no download)."""
+    """`MusicgenForConditionalGeneration` from a local folder (no download), in eval mode, through the
+    shared loader: a folder it cannot load, or whose weights miss tensors, is a B2MError naming it."""
     from transformers import MusicgenForConditionalGeneration
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise B2MError(f"generator.weights: {path} is not a transformers MusicGen folder (no config.json)")
-    return MusicgenForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
+    return from_pretrained(MusicgenForConditionalGeneration, Path(path))
 
 
 # ----------------------------------------------------------------- audiocraft format
@@ -155,20 +151,29 @@ def load_audiocraft_package(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_omegaconf_safe_globals()):
             pkg = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a file that needs more than the allow-list is not loaded at all
-        raise B2MError(f"{path}: not a loadable audiocraft checkpoint ({type(err).__name__}: "
-                       f"{str(err).splitlines()[0]})") from err
-    if not isinstance(pkg, dict) or "best_state" not in pkg or "xp.cfg" not in pkg:
-        raise B2MError(f"{path}: expected an audiocraft package with 'best_state' and 'xp.cfg'")
+        message = " ".join(str(err).split())[:300]  # some errors (a truncated pickle) have no message
+        raise B2MError(f"{path}: not a loadable audiocraft checkpoint ({type(err).__name__}: {message})") from None
+    if not isinstance(pkg, dict) or not isinstance(pkg.get("best_state"), dict) or "xp.cfg" not in pkg:
+        raise B2MError(f"{path}: expected an audiocraft package with 'best_state' (tensors) and 'xp.cfg'")
     cfg = pkg["xp.cfg"]
-    if isinstance(cfg, str):
-        cfg = OmegaConf.create(cfg)
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        if isinstance(cfg, str):
+            cfg = OmegaConf.create(cfg)
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # OmegaConf's YAML and interpolation errors
+        raise B2MError(f"{path}: unreadable xp.cfg ({' '.join(str(err).split())[:300]})") from None
+    if not isinstance(cfg, dict):
+        raise B2MError(f"{path}: xp.cfg is a {type(cfg).__name__}, not a config mapping")
     return {"best_state": pkg["best_state"], "xp.cfg": cfg}
 
 
 def lm_config_from_audiocraft(state: dict[str, torch.Tensor], xp_cfg: dict, origin: str) -> LMConfig:
     """LMConfig from an audiocraft LM state dict (sizes) and its config (heads, variant checks)."""
+    lm_tensors = ("emb.0.weight", "transformer.layers.0.linear1.weight")
+    if any(name not in state for name in lm_tensors):
+        raise B2MError(f"{origin}: not an audiocraft MusicGen LM (no {' or '.join(lm_tensors)}; "
+                       f"state_dict.bin holds the LM, compression_state_dict.bin the codec)")
     lm_cfg = xp_cfg.get("transformer_lm", {})
     checks: dict[str, Callable[[Any], bool]] = {
         "activation": lambda v: v == "gelu", "norm_first": lambda v: v is True,
@@ -279,7 +284,9 @@ def codec_config_from_audiocraft(xp_cfg: dict, origin: str) -> Any:
             # transformers derives the number of quantizers from the bandwidth (n_q codes of log2(bins) bits)
             target_bandwidths=[n_q * math.log2(bins) * frame_rate / 1000])
     except KeyError as err:
-        raise B2MError(f"{origin}: xp.cfg lacks EnCodec key {err}") from err
+        raise B2MError(f"{origin}: xp.cfg lacks EnCodec key {err}") from None
+    except (AttributeError, TypeError, ValueError) as err:  # a section that is no mapping, a value of another type
+        raise B2MError(f"{origin}: xp.cfg holds an unusable EnCodec config ({err})") from None
 
 
 def codec_from_audiocraft(path: str | Path) -> Any:
@@ -290,11 +297,14 @@ def codec_from_audiocraft(path: str | Path) -> Any:
     config = codec_config_from_audiocraft(pkg["xp.cfg"], str(path))
     codec = EncodecModel(config).eval()
     ours = codec.state_dict()
-    filled = set()
+    filled, unmapped = set(), []
     with torch.no_grad():
         for name, value in pkg["best_state"].items():
             target = codec_name_from_audiocraft(name)
-            if target is None or (target not in ours and target.endswith(_CODEBOOK_TRAINING_STATE)):
+            if target is None:
+                unmapped.append(name)
+                continue
+            if target not in ours and target.endswith(_CODEBOOK_TRAINING_STATE):
                 continue
             if target not in ours or ours[target].shape != value.shape:
                 got = "missing" if target not in ours else f"shape {tuple(ours[target].shape)}"
@@ -304,6 +314,5 @@ def codec_from_audiocraft(path: str | Path) -> Any:
     # Buffers that transformers recomputes itself (conv geometry) need not come from the file.
     missing = [n for n in ours if n not in filled
                and not n.endswith(("stride", "kernel_size", "padding_total") + _CODEBOOK_TRAINING_STATE)]
-    if missing:
-        raise B2MError(f"{path}: no tensor for {missing[0]} (and {len(missing) - 1} more)")
+    check_weights(path, "EncodecModel", missing, unmapped)
     return codec
