@@ -175,8 +175,8 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
     else:
         write_json(meta_path, meta)
 
-    parts = _drop_stale_parts(audio_dir, _complete_parts(index_dir))
-    done = {entry["path"] for part in parts for entry in _read_jsonl(part)}
+    parts = _fresh_parts(audio_dir, _complete_parts(index_dir))  # {part's .jsonl: its entries}
+    done = {entry["path"] for entries in parts.values() for entry in entries}
     files = [p for p in list_audio(audio_dir) if p.relative_to(audio_dir).as_posix() not in done]
     new, number = 0, 1 + max((int(p.stem) for p in parts), default=-1)
     for lo in progress(range(0, len(files), chunk_size), f"index {space.name}", unit="chunks") if files else ():
@@ -186,10 +186,10 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
         number += 1
         save_npy(index_dir / PARTS / f"{name}.npy", emb)
         write_text(index_dir / PARTS / f"{name}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
-        parts.append(index_dir / PARTS / f"{name}.jsonl")
+        parts[index_dir / PARTS / f"{name}.jsonl"] = entries
         new += len(emb)
 
-    entries = [e for part in parts for e in _read_jsonl(part)]
+    entries = [e for part_entries in parts.values() for e in part_entries]
     errors = [e for e in entries if "error" in e]
     write_text(index_dir / ERRORS_FILE, "".join(json.dumps(e) + "\n" for e in errors))
     for e in errors:
@@ -206,15 +206,16 @@ def _file_state(path: Path) -> dict[str, int] | None:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _drop_stale_parts(audio_dir: Path, parts: list[Path]) -> list[Path]:
-    """The complete chunks `parts` whose files are all still in the database as they were embedded; the
-    others are deleted (their `.jsonl` first: it marks a chunk complete), to be embedded again."""
-    kept = []
+def _fresh_parts(audio_dir: Path, parts: list[Path]) -> dict[Path, list[dict[str, Any]]]:
+    """The entries of each complete chunk of `parts` whose files are all still in the database as they were
+    embedded; the other chunks are deleted (their `.jsonl` first: it marks a chunk complete), to be
+    embedded again."""
+    kept = {}
     for part in parts:
         entries = _read_jsonl(part)
         if all(_file_state(audio_dir / _entry_path(part, e)) == {k: e.get(k) for k in ("size", "mtime_ns")}
                for e in entries):
-            kept.append(part)
+            kept[part] = entries
         else:
             part.unlink()
             part.with_suffix(".npy").unlink(missing_ok=True)
