@@ -121,6 +121,15 @@ def test_evaluate_never_deletes_what_it_did_not_write(shared_run, tmp_path, caps
     assert status == 2 and "a b2m evaluate output" in err
 
 
+def test_an_empty_input_path_is_no_input(shared_run, tmp_path, capsys, monkeypatch):
+    """`retrieval=` (empty) means no retrieval, as evaluate reads it: not the current folder, which
+    out_dir would then lie inside."""
+    monkeypatch.chdir(tmp_path)
+    status, err = job("evaluate", capsys, f"run={shared_run}", f"out_dir={tmp_path / 'ev'}", "retrieval=",
+                      *fast_evaluation())
+    assert status == 0, err
+
+
 def test_a_partial_folder_that_is_a_link_is_unlinked_not_followed(shared_run, tmp_path, capsys):
     precious = tmp_path / "precious"
     precious.mkdir()

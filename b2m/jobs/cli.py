@@ -132,7 +132,7 @@ def run(job: str, argv: Sequence[str] | None = None) -> int:
         created = not out_dir.exists() or HydraConfig.get().mode == RunMode.MULTIRUN
         had_marker = (out_dir / outputs.MARKER).exists()
         try:
-            inputs = {key: Path(str(cfg[key])) for key in INPUTS[job] if cfg.get(key) is not None}
+            inputs = {key: Path(str(cfg[key])) for key in INPUTS[job] if cfg.get(key)}
             # DDP ranks after the first run inside the first rank's job, which holds the lock.
             with locked(out_dir) if os.environ.get("LOCAL_RANK", "0") == "0" else contextlib.nullcontext():
                 outputs.check_out_dir(out_dir, job, inputs)
