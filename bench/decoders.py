@@ -10,7 +10,9 @@ subject (and, for trained decoders, on all subjects at once) for each seed, and 
 target vectors (b2m's cache). Prints one Markdown table per world: test id_acc on standardised
 dimensions (mean +- sd over seeds of the mean over subjects), top-1, the raw-vector id_acc, the
 shuffled baseline, and the reference; then per-subject id_acc. The `ensemble` row averages the
-per-subject test predictions of ridge, contrastive, mlp and transformer (same subject and seed).
+per-subject test predictions of ridge, contrastive, mlp and transformer (same subject and seed); the
+`across subjects` rows average one decoder's predictions of the same test clip from every subject's
+own scans (all subjects heard the same clips), a group decoder that no single subject's row is.
 Finished runs are skipped, so a killed bench resumes. Hyperparameters are the configs' defaults
 (chosen on validation clips).
 """
@@ -94,6 +96,28 @@ def ensemble_rows(world: str, out: Path, decoders: list[str], subjects: list[int
     return rows
 
 
+def across_subject_rows(world: str, out: Path, decoders: list[str], subjects: list[int],
+                        seeds: list[int]) -> list[dict]:
+    """Rows of each decoder `across subjects`: the mean over subjects of their own predictions of each test clip.
+
+    Each subject's prediction comes from its own decoder and its own test scans (per-subject runs, or
+    the pooled run for `POOLED` decoders); nothing is fitted here. One row per seed, `subject` 0.
+    """
+    if len(subjects) < 2:
+        return []
+    rows = []
+    for decoder in [d for d in decoders if d in ENSEMBLE + POOLED]:
+        for seed in seeds[:1] if decoder in CLOSED_FORM else seeds:
+            preds = [read_predictions(out / f"{decoder}_{'-'.join(map(str, subjects)) if decoder in POOLED else s}"
+                                      f"_seed{seed}" / "predictions" / f"sub-{s:03d}.npz") for s in subjects]
+            if any(list(p.clip_ids) != list(preds[0].clip_ids) for p in preds):
+                raise ValueError(f"{world}: the subjects' test clips differ; no group prediction")
+            metrics = metrics_table(np.mean([p.pred for p in preds], axis=0), preds[0].true, preds[0].scale, seed)
+            rows.append({"world": world, "decoder": decoder, "setting": "across subjects", "subject": 0,
+                         "seed": seed, **{k: metrics[k] for k in KEYS}})
+    return rows
+
+
 def mean_sd(rows: list[dict], key: str) -> str:
     """Mean over subjects within a seed, then mean +- sd over seeds."""
     seeds = sorted({r["seed"] for r in rows})
@@ -110,9 +134,13 @@ def world_table(name: str, rows: list[dict], refs: dict[int, dict], decoders: li
              f"{np.mean([refs[s]['top1'] for s in subjects]):.3f} | | | | {len(subjects)} |"]
     per_subject = ["- reference: " + ", ".join(f"sub-{s:03d} {refs[s]['id_acc']:.3f}" for s in subjects)]
     for decoder in decoders:
-        for setting in ("per-subject", "multi-subject"):
+        for setting in ("per-subject", "multi-subject", "across subjects"):
             sel = [r for r in rows if r["decoder"] == decoder and r["setting"] == setting]
             if not sel:
+                continue
+            if setting == "across subjects":  # a group decoder: no per-subject reference to compare with
+                lines.append(f"| {decoder} | {setting} | " + " | ".join(mean_sd(sel, k) for k in KEYS)
+                             + f" | | {len(sel)} |")
                 continue
             diff = np.mean([r["test/id_acc"] for r in sel]) - ref_mean
             lines.append(f"| {decoder} | {setting} | " + " | ".join(mean_sd(sel, k) for k in KEYS)
@@ -156,6 +184,7 @@ def main() -> None:
                         rows.append({"world": name, "decoder": decoder, "setting": setting, "subject": s,
                                      "seed": seed, **{k: metrics[f"sub-{s:03d}/{k}"] for k in KEYS}})
         rows += ensemble_rows(name, out, args.decoders, args.subjects, args.seeds)
+        rows += across_subject_rows(name, out, args.decoders, args.subjects, args.seeds)
         # After b2m's runs: the reference reads the target vectors they cached.
         refs = {s: reference(world, s, out) for s in args.subjects}
         tables.append(world_table(name, rows, refs, [*args.decoders, "ensemble"], args.subjects))
