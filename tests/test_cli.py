@@ -95,3 +95,24 @@ def test_multirun_writes_one_folder_per_job(tmp_path):
     assert all((out / str(n) / "metrics.json").is_file() for n in (0, 1))
     res = run("train.py", "-m", f"data.root={root}", "decoder.n_fold=2,3", f"out_dir={out}")
     assert res.returncode == 2 and res.stderr.strip() == "error: config: unknown key 'decoder.n_fold'"
+
+
+def test_a_warning_is_said_once_per_command():
+    """b2m's warnings print as one line each, once per process, even where a library resets Python's
+    warning registry between them (as the raw-BIDS note came six times from one demo command)."""
+    program = "\n".join([
+        "import warnings",
+        "from b2m.core import log",
+        "log.setup()",
+        "for subject in range(3):",
+        "    with warnings.catch_warnings():",
+        "        warnings.simplefilter('ignore')  # a library changing the filters resets the registry",
+        "    warnings.warn_explicit('raw BIDS BOLD: no motion correction', UserWarning, 'b2m/data/subjects.py', 129,",
+        "                           module='b2m.data.subjects')",
+        "    warnings.warn_explicit(f'sub-00{subject}: dropped voxels', UserWarning, 'b2m/data/subjects.py', 139,",
+        "                           module='b2m.data.subjects')",
+    ])
+    res = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == ["warning: raw BIDS BOLD: no motion correction", "warning: sub-000: dropped voxels",
+                                       "warning: sub-001: dropped voxels", "warning: sub-002: dropped voxels"]

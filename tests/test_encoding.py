@@ -10,10 +10,14 @@ import pytest
 from omegaconf import OmegaConf
 from scipy.stats import false_discovery_control
 
-from b2m.core.config import compose
-from b2m.data.bids import Presentation
 from b2m.core.clips import Clip
-from b2m.evaluation.encoding import TRUTH_FILE, delayed, stimulus_time_course
+from b2m.core.config import compose
+from b2m.core.runs import load_run
+from b2m.data.bids import Presentation
+from b2m.evaluation import plots
+from b2m.evaluation.encoding import (TRUTH_FILE, SubjectEncoding, delayed, encoding_analysis, stimulus_time_course,
+                                     subject_rows, write_encoding)
+from b2m.evaluation.results import Results, subject_means
 from b2m.jobs.evaluate import evaluate
 from b2m.evaluation.stats import correlation_ceiling, explainable_variance, fdr_bh, pearson_columns
 from helpers.tuned_bids import DEAD, SEMANTIC, SPECTRO
@@ -66,11 +70,18 @@ def test_design_puts_each_clip_on_the_trs_it_plays_and_delays_them():
     np.testing.assert_array_equal(d[:, :2], x)
 
 
+def _encoding(run_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
+    """The flat metrics of the encoding analysis of the run `run_dir` (evaluate's config with `overrides`),
+    its outputs under `out_dir`."""
+    cfg = compose("evaluate", [f"run={run_dir}", f"out_dir={out_dir}", "encoding.enabled=true", *overrides])
+    rows = encoding_analysis(load_run(cfg.run).cfg.data, cfg.encoding, out_dir, int(cfg.seed))
+    assert {row.section for row in rows} == {"encoding"}
+    return Results(rows).flat()
+
+
 def test_encoding_maps_recover_the_simulated_tuning(tuned_run, tmp_path):
     out = tmp_path / "ev"
-    cfg = compose("evaluate", [f"run={tuned_run}", f"out_dir={out}", "n_boot=50", "genre=false", "logo=false",
-                                   "report.enabled=false", "encoding.enabled=true", "encoding.n_perm=200"])
-    metrics = evaluate(cfg)
+    metrics = _encoding(tuned_run, out / "encoding", ["encoding.n_perm=200"])
     for space in ("acoustic", "caption"):
         tuned = [metrics[f"encoding/{space}/{c}/mean_r"] for c in ("spectrotemporal", "semantic")]
         assert max(tuned) > 0.5 > 0.1 > abs(metrics[f"encoding/{space}/untuned/mean_r"])
@@ -122,15 +133,105 @@ def test_without_truth_the_top_noise_ceiling_voxels_stand_for_auditory_cortex(tu
     hidden = tmp_path / "truth.npz"
     shutil.move(truth, hidden)
     try:
-        cfg = compose("evaluate", [f"run={tuned_run}", f"out_dir={tmp_path / 'ev'}", "n_boot=20", "genre=false",
-                                       "logo=false", "report.enabled=false", "encoding.enabled=true",
-                                       "encoding.n_perm=20", "encoding.spaces=[acoustic]",
-                                       f"encoding.top_k={len(SPECTRO) + len(SEMANTIC)}"])
-        metrics = evaluate(cfg)
+        metrics = _encoding(tuned_run, tmp_path / "ev" / "encoding", [
+            "encoding.n_perm=20", "encoding.spaces=[acoustic]", f"encoding.top_k={len(SPECTRO) + len(SEMANTIC)}"])
     finally:
         shutil.move(hidden, truth)
     assert metrics["encoding/acoustic/auditory/mean_r"] > metrics["encoding/acoustic/other/mean_r"] + 0.2
     assert "top 18 voxels by explainable variance" in (tmp_path / "ev" / "encoding" / "summary.md").read_text()
+
+
+def _synthetic_encoding(subject: str, seed: int) -> SubjectEncoding:
+    """Random maps on a 3x3x2 grid of 2 mm voxels, 15 of them kept, in three regions; an audio and a text space."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((3, 3, 2), dtype=bool)
+    mask[0, 0] = mask[2, 2, 1] = False
+    v = int(mask.sum())
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    regions = np.array(["a1"] * 6 + ["belt"] * 5 + ["other"] * 4, dtype=object)
+    r = {"acoustic": rng.uniform(-0.2, 0.9, v), "caption": rng.uniform(-0.2, 0.9, v)}
+    cc = rng.uniform(0.0, 1.0, v)
+    cc[0] = 0.0  # no ceiling: no normalised r
+    parts = {"unique_acoustic": rng.normal(size=v), "unique_caption": rng.normal(size=v), "shared": rng.normal(size=v)}
+    return SubjectEncoding(
+        subject=subject, modalities={"acoustic": "audio", "caption": "text"}, r=r,
+        normalised={n: np.divide(x, cc, out=np.full(v, np.nan), where=cc > 0) for n, x in r.items()},
+        significant={n: x > 0.5 for n, x in r.items()}, ev=cc ** 2, cc=cc,
+        differences={("acoustic", "caption"): r["acoustic"] - r["caption"]}, parts={("acoustic", "caption"): parts},
+        regions=regions, region_source="a test atlas", mask=mask, affine=affine,
+        background=nib.Nifti1Image(np.ones(mask.shape, dtype=np.float32), affine), background_name="a flat image")
+
+
+def test_encoding_rows_means_maps_and_summary_render_the_computed_maps(tmp_path, monkeypatch):
+    encodings = [_synthetic_encoding("sub-001", 0), _synthetic_encoding("sub-002", 1)]
+    rows = subject_means([row for enc in encodings for row in subject_rows(enc)], sd=False)
+    results = Results(rows)
+    regions = ["a1", "belt", "other"]
+    # Per subject and per mean: every set's rows per region, the whole-brain rows, no sd.
+    for subject in ("sub-001", "sub-002", None):
+        for set_, choice, metric in [("noise_ceiling", "", "mean_ev"), ("acoustic", "", "mean_r"),
+                                     ("caption", "", "mean_r"), ("acoustic_minus_caption", "", "mean_r"),
+                                     ("acoustic+caption", "unique_acoustic", "mean"),
+                                     ("acoustic+caption", "unique_caption", "mean"),
+                                     ("acoustic+caption", "shared", "mean")]:
+            found = results.select(subject=subject, set=set_, choice=choice, metric=metric)
+            assert [row.part for row in found if row.part] == regions
+        for metric in ("mean_r", "mean_r_normalised", "fraction_significant"):
+            assert results.one(subject=subject, set="acoustic", part="", metric=metric) is not None
+    assert all(row.section == "encoding" and row.sd is None for row in rows)
+    # The values are the maps' means; a mean row is the mean of the subjects' rows.
+    first = encodings[0]
+    assert results.value(subject="sub-001", set="caption", part="belt", metric="mean_r") == pytest.approx(
+        first.r["caption"][first.regions == "belt"].mean())
+    assert results.value(subject="sub-001", set="acoustic", part="", metric="mean_r_normalised") == pytest.approx(
+        np.nanmean(first.normalised["acoustic"]))
+    subject_rows_ = [row for row in rows if row.subject is not None]
+    means = [row for row in rows if row.subject is None]
+    assert len(means) == len(subject_rows_) / 2
+    for mean in means:
+        values = [row.value for row in subject_rows_ if row.key.replace(f"{row.subject}/", "", 1) == mean.key]
+        assert len(values) == 2 and mean.value == pytest.approx(np.mean(values))
+    flat = results.flat()
+    assert flat["encoding/sub-002/acoustic+caption/shared/other/mean"] == pytest.approx(
+        encodings[1].parts["acoustic", "caption"]["shared"][11:].mean())
+    assert "encoding/acoustic_minus_caption/a1/mean_r" in flat and not any(k.endswith("_sd") for k in flat)
+
+    drawn = []
+    monkeypatch.setattr(plots, "plot_map", lambda image, background, path, title: drawn.append((image, path)))
+    write_encoding(tmp_path, encodings, rows, compose("evaluate", ["run=x"]).encoding)
+    # Maps: the computed values on the mask's grid, 0 outside; the figures show the written maps.
+    for enc in encodings:
+        folder = tmp_path / enc.subject
+        for name, values in [("acoustic_r", enc.r["acoustic"]), ("caption_r_normalised", enc.normalised["caption"]),
+                             ("acoustic_minus_caption_r", enc.differences["acoustic", "caption"]),
+                             ("acoustic+caption_unique_caption", enc.parts["acoustic", "caption"]["unique_caption"]),
+                             ("noise_ceiling_ev", enc.ev)]:
+            image = nib.load(str(folder / f"{name}.nii.gz"))
+            np.testing.assert_allclose(image.affine, enc.affine)
+            volume = np.asarray(image.dataobj)
+            np.testing.assert_allclose(volume[enc.mask], np.nan_to_num(values), rtol=1e-6)
+            assert (volume[~enc.mask] == 0).all()
+        significant = np.asarray(nib.load(str(folder / "caption_significant.nii.gz")).dataobj)
+        np.testing.assert_array_equal(significant[enc.mask], enc.significant["caption"])
+    assert sorted(p.name for _, p in drawn if p.parent.name == "sub-001") == sorted(
+        f"{n}.png" for n in ("acoustic_r", "caption_r", "acoustic_minus_caption_r", "acoustic+caption_unique_acoustic",
+                             "acoustic+caption_unique_caption", "acoustic+caption_shared"))
+    # The Markdown tables show the rows' values.
+    summary = (tmp_path / "summary.md").read_text()
+    for enc in encodings:
+        def value(**fields) -> float:
+            return results.value(subject=enc.subject, **fields)
+        for region in regions:
+            assert (f"| {region} | {int((enc.regions == region).sum())} | "
+                    f"{value(set='noise_ceiling', part=region, metric='mean_ev'):.3f} | "
+                    f"{value(set='acoustic', part=region, metric='mean_r'):.3f} | "
+                    f"{value(set='caption', part=region, metric='mean_r'):.3f} |") in summary
+            assert f"| {region} | " + " | ".join(
+                f"{value(set='acoustic+caption', choice=c, part=region, metric='mean'):.4f}"
+                for c in ("unique_acoustic", "unique_caption", "shared")) + " |" in summary
+        assert (f"| all | 15 |  | {value(set='acoustic', part='', metric='mean_r'):.3f} "
+                f"({value(set='acoustic', metric='fraction_significant'):.0%} significant) |") in summary
+    assert summary.count("Regions: a test atlas.") == 2 and "Maps drawn over the a flat image." in summary
 
 
 def test_encoding_needs_known_spaces(tuned_run, tmp_path):

@@ -19,84 +19,13 @@ from b2m.core.config import compose
 from b2m.core.clips import GENRES
 from b2m.core.errors import B2MError
 from b2m.core.runs import read_predictions
-from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
 from b2m.jobs.evaluate import evaluate
+from b2m.evaluation.results import RANDOM_GENERATOR, read_results
+from b2m.evaluation.tables import terminal_lines
 from b2m.evaluation.genre import genre_scores
-from b2m.core.metrics import Standardiser, decoding_metrics, identification_against
+from b2m.core.metrics import METRIC_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
-# Zero mean, unit sd: the standardised scores are the raw ones.
-IDENTITY = Standardiser(np.zeros((1, 10)), np.ones((1, 10)))
-
-
-@pytest.fixture
-def data():
-    rng = np.random.default_rng(1)
-    true = rng.normal(size=(25, 1, 10))
-    pred = 0.7 * true + rng.normal(size=(25, 1, 10))
-    return pred, true
-
-
-def reference_sample(pred, true, idx):
-    """Metrics of the explicit bootstrap sample `idx`, in plain numpy: competitors are the distinct
-    other clips drawn; top-k ranks rescaled to the full set's N - 1 competitors."""
-    n = len(pred)
-    p, t = pred.reshape(n, -1), true.reshape(n, -1)
-    c = np.corrcoef(p, t)[:n, n:]
-    distinct = sorted(set(idx))
-    id_acc, top1, top5 = [], [], []
-    for i in idx:
-        others = [j for j in distinct if j != i]
-        id_acc.append(np.mean([c[i, i] > c[i, j] for j in others]))
-        rank = sum(c[i, j] > c[i, i] for j in others) * (n - 1) / len(others)
-        top1.append(rank < 1)
-        top5.append(rank < 5)
-    ps, ts = p[idx], t[idx]
-    pearson = np.mean([np.corrcoef(ps[:, d], ts[:, d])[0, 1] for d in range(p.shape[1])])
-    cosine = np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(ps, ts)])
-    return {"id_acc": np.mean(id_acc), "top1": np.mean(top1), "top5": np.mean(top5), "pearson": pearson,
-            "cosine": cosine}
-
-
-def test_bootstrap_recomputes_metrics_on_resampled_clips(data):
-    pred, true = data
-    counts = resample_counts(len(pred), 5, seed=3)
-    assert counts.shape == (5, 25) and (counts.sum(axis=1) == 25).all()
-    boot = bootstrap_metrics(pred, true, counts)
-    for b, row in enumerate(counts):
-        idx = np.repeat(np.arange(25), row)
-        ref = reference_sample(pred, true, idx)
-        for name, value in ref.items():
-            assert boot[name][b] == pytest.approx(value), name
-    # Drawing every clip once is the full set: the metrics of metrics.py.
-    full = bootstrap_metrics(pred, true, np.ones((1, 25), dtype=int))
-    for name, value in decoding_metrics(pred, true, IDENTITY).items():
-        if not name.endswith("_raw"):
-            assert full[name][0] == pytest.approx(value), name
-
-
-def test_bootstrap_is_seeded_and_its_interval_brackets_the_estimate(data):
-    pred, true = data
-    assert (resample_counts(25, 50, 7) == resample_counts(25, 50, 7)).all()
-    assert not (resample_counts(25, 50, 7) == resample_counts(25, 50, 8)).all()
-    boot = bootstrap_metrics(pred, true, resample_counts(25, 500, 0))
-    low, high = confidence_interval(boot["id_acc"], 0.95)
-    assert low < decoding_metrics(pred, true, IDENTITY)["id_acc"] < high
-    assert (low, high) == pytest.approx(tuple(np.percentile(boot["id_acc"], [2.5, 97.5])))
-    wide = confidence_interval(boot["id_acc"], 0.99)
-    assert wide[0] <= low and wide[1] >= high
-
-
-def test_identification_against_a_larger_candidate_set(data):
-    pred, true = data
-    held = np.array([3, 7, 11])
-    c = np.corrcoef(pred.reshape(25, -1)[held], true.reshape(25, -1))[:3, 3:]
-    ref = np.mean([np.mean([c[q, held[q]] > c[q, j] for j in range(25) if j != held[q]]) for q in range(3)])
-    assert identification_against(pred[held], true, held) == pytest.approx(ref)
-    # Among themselves it is the ordinary identification accuracy.
-    assert identification_against(pred, true, np.arange(25)) == pytest.approx(decoding_metrics(pred, true, IDENTITY)["id_acc"])
-
-
 def test_genre_scores_match_sklearn():
     rng = np.random.default_rng(0)
     genres = [GENRES[i] for i in rng.integers(0, 10, size=40)]
@@ -108,7 +37,7 @@ def test_genre_scores_match_sklearn():
     assert (scores["confusion"] == confusion_matrix(truth, proba.argmax(1), labels=range(10))).all()
     for g in set(genres):
         mine = [i for i, x in enumerate(genres) if x == g]
-        assert scores[f"acc/{g}"] == pytest.approx(np.mean(proba[mine].argmax(1) == GENRES.index(g)))
+        assert scores["per_genre"][g] == pytest.approx(np.mean(proba[mine].argmax(1) == GENRES.index(g)))
 
 
 def eval_cfg(run: Path, out: Path, *extra: str):
@@ -116,7 +45,8 @@ def eval_cfg(run: Path, out: Path, *extra: str):
 
 
 def test_evaluation_of_a_run(tuned_run, tmp_path):
-    metrics = evaluate(eval_cfg(tuned_run, tmp_path / "ev", "report.enabled=false"))
+    results = evaluate(eval_cfg(tuned_run, tmp_path / "ev", "report.enabled=false"))
+    metrics = results.flat()
     trained = json.loads((tuned_run / "metrics.json").read_text())
     assert metrics["test/id_acc"] == trained["test/id_acc"]
     on_disk = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -126,6 +56,23 @@ def test_evaluation_of_a_run(tuned_run, tmp_path):
             key = f"{prefix}/{m}"
             assert metrics[f"{key}_ci_low"] <= metrics[f"{key}_ci_high"]
             assert metrics[f"sub-001/{key}_ci_low"] <= metrics[f"sub-001/{key}_ci_high"]
+    # metrics.json keeps the flat format it has always had: the decoding keys, written out by hand here.
+    expected = {"n_test_clips", "n_boot", "ci_level"}
+    for prefix in ("test", "baseline/mean_train", "baseline/shuffled"):
+        for m in METRIC_KEYS:
+            for key in (f"sub-001/{prefix}/{m}", f"{prefix}/{m}"):
+                expected |= {key, f"{key}_ci_low", f"{key}_ci_high"}
+            expected.add(f"{prefix}/{m}_sd")
+    assert {k for k in metrics if "genre/" not in k and "logo/" not in k} == expected
+    assert {f"sub-001/genre/pred/acc/{g}" for g in GENRES} | {"genre/pred/acc_sd", "sub-001/logo/rock/within",
+                                                              "logo/rock/all_sd", "genre/chance"} <= set(metrics)
+    # Every interval contains its point estimate (the bootstrap keeps the candidate set whole).
+    bounded = [r for r in results if r.interval is not None and r.value is not None and None not in r.interval]
+    assert len(bounded) >= 3 * len(METRIC_KEYS) * 2
+    for row in bounded:
+        assert row.interval[0] - 1e-12 <= row.value <= row.interval[1] + 1e-12, row.key
+    # results.json holds the same rows; metrics.json is their flat rendering.
+    assert read_results(tmp_path / "ev" / "results.json").flat() == on_disk
     # The tuned voxels carry the stimulus: decoding beats both baselines beyond their intervals.
     assert metrics["test/id_acc_ci_low"] > metrics["baseline/shuffled/id_acc_ci_high"]
     assert metrics["test/id_acc_ci_low"] > 0.5
@@ -171,7 +118,8 @@ def write_recon(run: Path, folder: Path, kind: str, stimulus: bool) -> Path:
                               "file": dest.relative_to(folder).as_posix()})
                 records.append({"subject": subject, "clip_id": clip_id, "k": k, "seed": k, "config_hash": "h",
                                 "duration_s": 2.0, "path": dest.relative_to(folder).as_posix(), "sha256": digest,
-                                "input_hash": predictions.input_hash(n)})
+                                "input_hash": predictions.input_hash(n), "random_weights": not stimulus,
+                                "predictions": str(file)})
             clips[clip_id] = {"input_hash": predictions.input_hash(n), "ranks": ranks}
         if kind == "retrieval":
             (folder / f"retrieval_{subject}.json").write_text(json.dumps(
@@ -185,7 +133,7 @@ def test_reconstructions_are_scored_against_the_stimuli(tuned_run, tmp_path):
     retrieval = write_recon(tuned_run, tmp_path / "retr", "retrieval", stimulus=True)
     generated = write_recon(tuned_run, tmp_path / "gen", "generated", stimulus=False)
     metrics = evaluate(eval_cfg(tuned_run, tmp_path / "ev", f"retrieval={retrieval}", f"generated={generated}",
-                                "report.enabled=false", "logo=false"))
+                                "report.enabled=false", "logo=false")).flat()
     # Retrieving the stimulus track itself identifies nearly every clip on the raw vectors; standardised,
     # the small dimensions (in which the whole track differs from its 15 s excerpt) count as much as the
     # large ones, and it still identifies most. Noise does not.
@@ -197,6 +145,42 @@ def test_reconstructions_are_scored_against_the_stimuli(tuned_run, tmp_path):
     for kind in ("retrieval", "generated"):
         assert 0 <= metrics[f"genre/{kind}/acoustic/acc"] <= 1
         assert (tmp_path / "ev" / f"confusion_{kind}_acoustic.png").exists()
+    # Noise from a random-weight generator is said to be that wherever it is shown.
+    results = read_results(tmp_path / "ev" / "results.json")
+    generated = [r for r in results if r.set == "generated"]
+    assert generated and all(r.caveat == RANDOM_GENERATOR for r in generated)
+    assert not any(r.caveat for r in results if r.set == "retrieval")
+    line = next(x for x in terminal_lines(results) if x.startswith("generated/acoustic/id_acc"))
+    assert RANDOM_GENERATOR in line
+    summary = (tmp_path / "ev" / "summary.md").read_text()
+    assert "| generated/acoustic † |" in summary and f"generated/acoustic: {RANDOM_GENERATOR}" in summary
+
+
+def test_generation_from_a_sibling_run_is_checked_against_its_own_predictions(tuned_run, tmp_path):
+    """Generation conditions on predictions in the generator's space, so its audio comes from another run
+    of the same subjects and clips (as in the demo): accepted, with its inputs checked against that run."""
+    sibling = tmp_path / "sibling"
+    shutil.copytree(tuned_run, sibling)
+    file = sibling / "predictions" / "sub-001.npz"
+    with np.load(file, allow_pickle=False) as f:
+        arrays = dict(f)
+    np.savez(file, **{**arrays, "pred": arrays["pred"] + 0.5})
+    generated = write_recon(sibling, tmp_path / "gen", "generated", stimulus=False)
+    cfg = eval_cfg(tuned_run, tmp_path / "ev", f"generated={generated}", "report.enabled=false", "logo=false",
+                   "genre=false")
+    results = evaluate(cfg)
+    assert results.value(section="reconstruction", set="generated", space="acoustic", baseline="", metric="id_acc",
+                         subject=None) is not None
+    np.savez(file, **arrays)  # the sibling's predictions changed after generation
+    with pytest.raises(B2MError, match=rf"made from other predictions than {file}'s"):
+        evaluate(cfg)
+    np.savez(file, **{**arrays, "clip_ids": arrays["clip_ids"][::-1], "pred": arrays["pred"][::-1],
+                      "true": arrays["true"][::-1]})
+    with pytest.raises(B2MError, match=rf"made from {file}, whose test clips of sub-001 are not run"):
+        evaluate(cfg)
+    file.unlink()
+    with pytest.raises(B2MError, match=str(file)):
+        evaluate(cfg)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -240,25 +224,3 @@ def test_bad_input_is_a_one_line_error_naming_the_file(tuned_run, tmp_path):
     (generated / "manifest.jsonl").write_text('{"subject": "sub-001"}\n')
     with pytest.raises(B2MError, match=r"manifest\.jsonl: line 1: not a generation record"):
         evaluate(eval_cfg(tuned_run, tmp_path / "ev", f"generated={generated}"))
-
-
-def test_subjects_share_the_clip_draws_and_are_averaged(data):
-    """Two subjects with the same clips in different orders: per-subject rows are the plain metrics, the
-    across-subject interval comes from resamples that draw the same clips for both subjects."""
-    from b2m.evaluation.decoding import ScoredSet, score_sets
-
-    pred, true = data
-    ids = [f"clip{i:02d}" for i in range(25)]
-    order = np.random.default_rng(5).permutation(25)
-    pred2 = true + np.random.default_rng(6).normal(size=true.shape)
-    sets = {"sub-001": {"test": ScoredSet(pred[None], true, ids, IDENTITY)},
-            "sub-002": {"test": ScoredSet(pred2[order][None], true[order], [ids[i] for i in order], IDENTITY)}}
-    out = score_sets(sets, n_boot=300, seed=4, level=0.9)
-    one, two = decoding_metrics(pred, true, IDENTITY), decoding_metrics(pred2, true, IDENTITY)
-    assert out["sub-001/test/id_acc"] == pytest.approx(one["id_acc"])
-    assert out["sub-002/test/id_acc"] == pytest.approx(two["id_acc"])
-    assert out["test/id_acc"] == pytest.approx((one["id_acc"] + two["id_acc"]) / 2)
-    assert out["test/id_acc_sd"] == pytest.approx(np.std([one["id_acc"], two["id_acc"]], ddof=1))
-    counts = resample_counts(25, 300, seed=4)  # over the sorted clip ids, which are ids here
-    mean = (bootstrap_metrics(pred, true, counts)["id_acc"] + bootstrap_metrics(pred2, true, counts)["id_acc"]) / 2
-    assert (out["test/id_acc_ci_low"], out["test/id_acc_ci_high"]) == pytest.approx(confidence_interval(mean, 0.9))

@@ -151,7 +151,7 @@ def test_train_and_evaluate_on_the_fmriprep_layout(prep, tmp_path):
     assert 0.0 <= metrics["test/id_acc"] <= 1.0 and (out / "metrics.json").exists()
     ev = evaluate(compose("evaluate", [f"run={out}", f"out_dir={tmp_path / 'ev'}", "n_boot=20", "genre=false",
                                        "logo=false", "report.enabled=false", "encoding.enabled=true",
-                                       "encoding.n_perm=20", "encoding.spaces=[acoustic]"]))
+                                       "encoding.n_perm=20", "encoding.spaces=[acoustic]"])).flat()
     summary = (tmp_path / "ev" / "encoding" / "summary.md").read_text()
     assert "atlas regions" in summary and "| ctx-lh-superiortemporal |" in summary
     assert "encoding/acoustic/ctx-rh-superiortemporal/mean_r" in ev

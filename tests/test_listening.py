@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+from importlib.resources import files
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -17,8 +18,9 @@ from scipy.stats import binomtest
 
 from b2m.core.config import compose
 from b2m.core.errors import B2MError
-from b2m.evaluation.listening import (DRAW, FORMAT, _fnv1a, listening_session, listening_trials, read_listening,
+from b2m.evaluation.listening import (FORMAT, _fnv1a, listening_session, listening_trials, read_listening,
                                       write_listening_page)
+from b2m.evaluation.results import Results
 from b2m.jobs.evaluate import evaluate
 from test_evaluation import run_cli, write_recon
 
@@ -39,6 +41,8 @@ needs_browser = pytest.mark.skipif(
 NODE = shutil.which("node")
 SESSION = 10  # trials per listener session in the browser test
 TITLE = "b2m listening test: run"
+# The page's program and its session draw, the one copy of the draw, as the installed package ships it.
+LISTEN_JS = files("b2m.evaluation") / "templates" / "listen.js"
 CLIPS = {s: [f"c{i}" for i in range(4)] for s in ("sub-001", "sub-002")}  # the run's test clips
 
 
@@ -144,6 +148,20 @@ def test_the_page_embeds_its_pool_safely(tmp_path):
     assert data == {"format": FORMAT, "title": title, "seed": 7, "n_per_session": 2, "trials": pool}
     assert title in parsed.text and "Each of the 2 trials" in parsed.text
     assert "http" not in text  # nothing from a network
+    # The program is the shipped file, verbatim: the draw the node test checks is the one the page runs.
+    assert parsed.scripts[""].strip() == LISTEN_JS.read_text(encoding="utf-8").strip()
+    assert 'class="caveat"' not in text  # no caveat where the pool has none
+
+
+def test_the_start_screen_says_the_caveats_of_the_methods_in_the_pool(tmp_path):
+    pool = listening_trials({"generated": {"sub-001": {c: f"g/{c}.wav" for c in "ab"}}},
+                            {c: f"s/{c}.wav" for c in "ab"}, 0)
+    page = write_listening_page(tmp_path, pool, 0, TITLE, 2, caveats={"generated": "random <weights> & co"})
+    parsed = Scripts()
+    parsed.feed(page.read_text())
+    assert "generated: random <weights> & co" in parsed.text and "report.listening_random=true" in parsed.text
+    assert "random &lt;weights&gt; &amp; co" in page.read_text()
+    assert json.loads(parsed.scripts["listening-data"])["trials"] == pool  # the data keeps its format
 
 
 # ----------------------------------------------------------------- the session draw
@@ -184,8 +202,8 @@ def test_a_session_is_balanced_and_fixed_by_the_seed_and_listener():
 @pytest.mark.parametrize("seed, n_per_session", [(0, 8), (12345, 5), (2 ** 40 + 7, 100)])
 def test_the_python_draw_is_the_pages_javascript_draw(seed, n_per_session):
     page = uneven_page(seed, n_per_session)
-    # The page's own draw (DRAW, as listen.html embeds it) for each listener, in node.
-    harness = "'use strict';" + DRAW + """
+    # The page's own draw (the shipped listen.js, which listen.html includes) for each listener, in node.
+    harness = "'use strict';\n" + LISTEN_JS.read_text(encoding="utf-8") + """
     const q = JSON.parse(require('fs').readFileSync(0, 'utf8'));
     console.log(JSON.stringify(q.listeners.map(function (l) { return drawSession(q.page, l); })));
     """
@@ -209,7 +227,7 @@ def test_results_are_scored_from_choices_with_exact_intervals(tmp_path):
     (folder / "notes.txt").write_text("junk")
     write_result(folder / "old", "listening_carl.json", "carl", answers(page, "carl", lambda i: True))
 
-    m = read_listening(folder, 0.9, CLIPS)
+    m = Results(read_listening(folder, 0.9, CLIPS)).flat()
     assert m["listening/n_listeners"] == 2
     marks = [(t["method"], t["subject"], rules[listener](i)) for listener in rules
              for i, (t, _) in enumerate(listening_session(page, listener))]
@@ -243,7 +261,7 @@ def test_a_forged_target_position_is_refused_and_never_scored(tmp_path):
     for t in honest:
         t["choice"] = "A"  # always A: right on the half of the trials whose target is A
     path = write_result(folder, "listening_ann.json", "ann", honest)
-    assert read_listening(folder, 0.95, CLIPS)["listening/retrieval/accuracy"] == pytest.approx(
+    assert Results(read_listening(folder, 0.95, CLIPS)).flat()["listening/retrieval/accuracy"] == pytest.approx(
         sum(t["target_position"] == "A" for t in honest if t["method"] == "retrieval") / 3)
     forged = [{**t, "target_position": t["choice"]} for t in honest]
     first = next(i for i, t in enumerate(honest) if t["target_position"] != "A")
@@ -343,21 +361,22 @@ def test_missing_empty_and_pageless_results_are_errors(tmp_path):
     (folder / "listen.html").write_text("<html><body>index</body></html>")
     refused(folder, folder / "listen.html", r"not a listening page")
     shutil.copyfile(tmp_path / "report" / "listen.html", folder / "listen.html")
-    assert read_listening(folder, 0.95, CLIPS)["listening/n_listeners"] == 1
+    assert Results(read_listening(folder, 0.95, CLIPS)).flat()["listening/n_listeners"] == 1
 
 
 # ----------------------------------------------------------------- the job
 @pytest.fixture(scope="module")
 def evaluated(tuned_run, tmp_path_factory) -> tuple[Path, list[str]]:
-    """An evaluation with retrieved and generated audio (its report holds listen.html), and the
-    overrides that evaluate the run again."""
+    """An evaluation with retrieved and generated audio (its report holds listen.html, the generated noise
+    included on purpose: it is labelled as a random-weight generator's), and the overrides that evaluate
+    the run again."""
     tmp = tmp_path_factory.mktemp("listening")
     retrieval = write_recon(tuned_run, tmp / "retr", "retrieval", stimulus=True)
     generated = write_recon(tuned_run, tmp / "gen", "generated", stimulus=False)
     base = [f"run={tuned_run}", "n_boot=20", "logo=false", "genre=false", "wandb=false"]
     evaluate(compose("evaluate", [*base, f"out_dir={tmp / 'ev'}", f"retrieval={retrieval}",
                                   f"generated={generated}", "report.retrieved=1", "report.generated=1",
-                                  f"report.listening_trials={SESSION}"]))
+                                  f"report.listening_trials={SESSION}", "report.listening_random=true"]))
     return tmp / "ev", base
 
 
@@ -488,7 +507,7 @@ def test_a_listener_session_in_chromium_is_ingested_by_evaluate(evaluated, brows
 
     shutil.copyfile(page, browser.downloads / "listen.html")  # the results are read beside their page
     metrics = evaluate(compose("evaluate", [*base, f"out_dir={out.parent / 'ev2'}",
-                                            f"listening={browser.downloads}"]))
+                                            f"listening={browser.downloads}"])).flat()
     for method, marks in right.items():
         assert metrics[f"listening/{method}/accuracy"] == pytest.approx(sum(marks) / len(marks))
         assert metrics[f"listening/{method}/n_trials"] == len(marks) == metrics[f"sub-001/listening/{method}/n_trials"]

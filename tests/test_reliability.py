@@ -187,7 +187,7 @@ def test_failed_evaluation_leaves_the_previous_one(mlp_run, monkeypatch):
     import b2m.jobs.evaluate as job
 
     cfg = ["n_boot=20", "logo=false", "genre=false", "report.enabled=false"]
-    first = evaluate(compose("evaluate", [f"run={mlp_run}", *cfg]))
+    first = evaluate(compose("evaluate", [f"run={mlp_run}", *cfg])).flat()
     folder = mlp_run / "evaluation"
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from omegaconf import OmegaConf
 from b2m.core.config import compose
 from b2m.core.errors import B2MError
 from b2m.core.runs import load_run
-from b2m.evaluation.decoding import ScoredSet, score_sets
+from b2m.evaluation.decoding import Difference, ScoredSet, score_sets
+from b2m.evaluation.results import Results
 from b2m.core.metrics import Standardiser
 from b2m.jobs.evaluate import evaluate
 from b2m.jobs.retrieve import retrieve
@@ -110,7 +112,7 @@ def test_retrieve_with_brain_selection_then_evaluate(tuned_run, tmp_path):
     for clip_id, clip in manifest["clips"].items():
         assert chosen["clips"][clip_id]["candidates"] == [h["file"] for h in clip["ranks"]]
     metrics = evaluate(compose("evaluate", [f"run={tuned_run}", f"retrieval={out}", f"out_dir={tmp_path / 'ev'}",
-                                            "n_boot=50", "logo=false", "genre=false", "report.enabled=false"]))
+                                            "n_boot=50", "logo=false", "genre=false", "report.enabled=false"])).flat()
     for kind in ("brain", "first", "random"):
         key = f"retrieval/{kind}/acoustic/id_acc"
         assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
@@ -131,7 +133,7 @@ def test_retrieve_with_brain_selection_then_evaluate(tuned_run, tmp_path):
 def _rank1(tuned_run: Path, retrieval: Path, out: Path) -> dict:
     return evaluate(compose("evaluate", [f"run={tuned_run}", f"retrieval={retrieval}", f"out_dir={out}",
                                          "n_boot=50", "logo=false", "genre=false", "report.enabled=false",
-                                         "max_draws=1"]))
+                                         "max_draws=1"])).flat()
 
 
 def test_paired_differences_share_the_bootstrap_draws():
@@ -140,12 +142,13 @@ def test_paired_differences_share_the_bootstrap_draws():
     scale = Standardiser(np.zeros((1, 6)), np.ones((1, 6)))
     good = ScoredSet((true + 0.5 * rng.normal(size=true.shape))[None], true, [f"c{i}" for i in range(12)], scale)
     noisy = ScoredSet((true + 3.0 * rng.normal(size=true.shape))[None], true, good.clip_ids, scale)
-    sets = {"s1": {"a": good, "b": noisy}, "s2": {"a": good, "b": good}}
-    out = score_sets(sets, 200, 0, 0.95, {"a_minus_b": ("a", "b")})
+    a, b = replace(good, set="a"), replace(noisy, set="b")
+    diff = Difference(replace(good, section="selection", set="a_minus_b"), "a", "b")
+    out = Results(score_sets({"s1": [a, b], "s2": [a, replace(good, set="b")]}, 200, 0, 0.95, [diff])).flat()
     assert out["a_minus_b/id_acc"] == pytest.approx(np.mean([out["s1/a/id_acc"] - out["s1/b/id_acc"], 0.0]))
     assert out["a_minus_b/id_acc_ci_low"] <= out["a_minus_b/id_acc"] <= out["a_minus_b/id_acc_ci_high"]
-    same = score_sets({"s1": {"a": good, "b": good}}, 200, 0, 0.95, {"d": ("a", "b")})
-    assert same["d/id_acc"] == same["d/id_acc_ci_low"] == same["d/id_acc_ci_high"] == 0.0
+    same = Results(score_sets({"s1": [a, replace(good, set="b")]}, 200, 0, 0.95, [diff])).flat()
+    assert same["a_minus_b/id_acc"] == same["a_minus_b/id_acc_ci_low"] == same["a_minus_b/id_acc_ci_high"] == 0.0
 
 
 @pytest.mark.parametrize("override, message", [

@@ -60,7 +60,7 @@ def test_train_under_an_agent_logs_best_score_and_flat_config(tmp_path, monkeypa
     monkeypatch.delenv("WANDB_SWEEP_ID")
     wandb.teardown()  # wandb reads the environment once per process; evaluate.py is a process of its own
     evaluation = evaluate(compose("evaluate", [f"run={out}", "n_boot=20", "logo=false", "genre=false",
-                                               "report.enabled=false"]))
+                                               "report.enabled=false"])).flat()
     summary, _ = summary_and_config(out)
     assert len({p.name.split("-")[3] for p in out.glob("wandb/offline-run-*")}) == 1
     assert summary["eval/test/id_acc"] == pytest.approx(evaluation["test/id_acc"])

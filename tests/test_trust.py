@@ -460,7 +460,8 @@ def test_a_damaged_generation_manifest_is_refused(tmp_path, tamper, message):
     folder = tmp_path / "gen"
     folder.mkdir()
     records = [{"subject": "sub-001", "clip_id": "c", "k": k, "path": f"sub-001/c_{k}.wav", "sha256": "0",
-                "input_hash": "1"} for k in range(2)]
+                "input_hash": "1", "random_weights": True, "predictions": str(tmp_path / "sub-001.npz")}
+               for k in range(2)]
     if tamper == "twice":
         records[1]["k"] = 0
     elif tamper == "gap":

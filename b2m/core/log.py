@@ -65,8 +65,17 @@ def setup(verbose: bool = False) -> None:
     warnings.filterwarnings("default", module=r"b2m(\.|$)")
 
 
+# The warnings already shown by this process: each is said once per command, however many subjects,
+# stages or jobs of the command reach it (Python's own "once per place" registry is reset whenever a
+# library changes the warning filters, which several do).
+_shown: set[str] = set()
+
+
 def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
+    text = f"warning: {message}"
+    if text not in _shown:
+        _shown.add(text)
+        print(text, file=sys.stderr if file is None else file)
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:

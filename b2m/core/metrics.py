@@ -60,34 +60,52 @@ def correlation_matrix(pred, true) -> torch.Tensor:
     return p @ t.T
 
 
+def identification_per_clip(pred, true, target=None) -> torch.Tensor:
+    """Identification of each query `pred[i]` `[n, L, D]` among the candidates `true` `[M, L, D]`: the
+    fraction of the other M - 1 candidates that its right one, `true[target[i]]` (default: `true[i]`),
+    beats, a tie counting half: `[n]` (chance 0.5; NaN for M = 1)."""
+    c = correlation_matrix(pred, true)  # [n, M]
+    target = torch.arange(len(c)) if target is None else torch.as_tensor(np.asarray(target, dtype=np.int64))
+    right = c[torch.arange(len(c)), target][:, None]
+    ties = (right == c).double().sum(dim=1) - 1  # the right candidate ties with itself
+    wins = (right > c).double().sum(dim=1) + 0.5 * ties
+    return wins / (c.shape[1] - 1)
+
+
 def identification_accuracy(pred, true) -> float:
     """Mean over clips of the fraction of other clips beaten by the right one, a tie counting half
     (chance 0.5)."""
     if len(pred) < 2:
         raise ValueError("identification accuracy needs at least 2 clips")
-    return identification_against(pred, true, np.arange(len(pred)))
+    return float(identification_per_clip(pred, true).mean())
 
 
 def identification_against(pred, true, target) -> float:
-    """Identification accuracy of queries `pred` `[n, L, D]` among candidates `true` `[M, L, D]`:
-    query i's right candidate is `true[target[i]]`; the mean over queries of the fraction of the
-    other M - 1 candidates it beats, a tie counting half (chance 0.5)."""
-    c = correlation_matrix(pred, true)  # [n, M]
-    target = torch.as_tensor(np.asarray(target, dtype=np.int64))
-    right = c[torch.arange(len(c)), target][:, None]
-    ties = (right == c).double().sum(dim=1) - 1  # the right candidate ties with itself
-    wins = (right > c).double().sum(dim=1) + 0.5 * ties
-    return float((wins / (c.shape[1] - 1)).mean())
+    """Identification accuracy of queries `pred` `[n, L, D]` among candidates `true` `[M, L, D]`, query
+    i's right candidate being `true[target[i]]` (the mean of `identification_per_clip`)."""
+    return float(identification_per_clip(pred, true, target).mean())
 
 
-def top_k_accuracy(pred, true, k: int) -> float:
-    """Fraction of clips whose true embedding is among the `k` best-correlated with the prediction;
-    a clip tied with the right one is ranked above it with probability 1/2 (the expectation)."""
+def top_k_per_clip(pred, true, k: int) -> torch.Tensor:
+    """For each clip, P(its true embedding is among the `k` best-correlated with its prediction), a clip
+    tied with the right one ranked above it with probability 1/2 (the expectation): `[N]`."""
     c = correlation_matrix(pred, true)
     right = c.diagonal()[:, None]
     better = (c > right).double().sum(dim=1)  # how many clips beat the right one
     ties = (c == right).double().sum(dim=1) - 1
-    return float(((k - better) / (ties + 1)).clamp(0, 1).mean())
+    # With t ties the right clip takes one of t + 1 places at random: k - better of them are in the top k.
+    return ((k - better) / (ties + 1)).clamp(0, 1)
+
+
+def top_k_accuracy(pred, true, k: int) -> float:
+    """Fraction of clips whose true embedding is among the `k` best-correlated with the prediction
+    (the mean of `top_k_per_clip`)."""
+    return float(top_k_per_clip(pred, true, k).mean())
+
+
+def cosine_per_clip(pred, true) -> torch.Tensor:
+    """Cosine similarity of each prediction with its true embedding: `[N]`."""
+    return torch.nn.functional.cosine_similarity(_flat(pred), _flat(true), dim=1)
 
 
 def mean_pearson(pred, true) -> float:
@@ -101,7 +119,7 @@ def mean_pearson(pred, true) -> float:
 
 def mean_cosine(pred, true) -> float:
     """Cosine similarity of each prediction with its true embedding, averaged over clips."""
-    return float(torch.nn.functional.cosine_similarity(_flat(pred), _flat(true), dim=1).mean())
+    return float(cosine_per_clip(pred, true).mean())
 
 
 def decoding_metrics(pred, true, scale: Standardiser) -> dict[str, float]:
@@ -198,6 +216,14 @@ METRICS = {
     "top5": lambda p, t: top_k_accuracy(p, t, 5),
     "pearson": mean_pearson,
     "cosine": mean_cosine,
+}
+# The metrics that are means over clips of a per-clip value (each clip a query against all N clips as
+# candidates): the bootstrap resamples these values (`b2m.evaluation.bootstrap`).
+PER_CLIP = {
+    "id_acc": identification_per_clip,
+    "top1": lambda p, t: top_k_per_clip(p, t, 1),
+    "top5": lambda p, t: top_k_per_clip(p, t, 5),
+    "cosine": cosine_per_clip,
 }
 # The metrics that standardisation changes, reported on raw vectors too as `<name>_raw`.
 RAW_METRICS = ("id_acc", "top1", "top5", "cosine")

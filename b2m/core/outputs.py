@@ -27,7 +27,7 @@ _TEMPORARY = ".*.tmp*"
 # Job -> (the names it writes at the top of its out_dir, the signature of an output older than the marker).
 OUTPUTS: dict[str, tuple[tuple[str, ...], str]] = {
     "train": (RUN_ENTRIES, CONFIG),
-    "evaluate": (("metrics.json", "summary.md", "*.png", "*.svg", "report", "encoding"), "metrics.json"),
+    "evaluate": (("metrics.json", "results.json", "summary.md", "*.png", "*.svg", "report", "encoding"), "metrics.json"),
     "generate": (("manifest.jsonl", ".manifest.part-*.jsonl", "selection_*.json", "sub-*"), "manifest.jsonl"),
     "retrieve": (("retrieval_*.json", "selection_*.json", "index", "sub-*"), "retrieval_*.json"),
 }

@@ -1,4 +1,4 @@
-"""Lazy NIfTI access: validate a 4D run without reading it, then read masked voxels in blocks.
+"""NIfTI access: validate a 4D run without reading it, read masked voxels in blocks; write voxel maps.
 
 A real ds003720 run is 96x96x68x410 int16 (about 0.5 GB; fMRIPrep's float32 output,
 gzipped, is 1 GB once decompressed); it is never held whole. Reading goes volume block
@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from b2m.core.errors import B2MError
+from b2m.core.io import atomic_path
 
 BLOCK_VOLUMES = 32
 # The length in seconds of NIfTI's time units; the others (Hz, ppm, rad/s) are spectral, not a TR.
@@ -140,6 +141,19 @@ def read_masked(run: RunImage, mask: np.ndarray) -> np.ndarray:
     for lo, block in _raw_blocks(run):
         out[lo:lo + len(block)] = _scale(block[:, mask], run)
     return out
+
+
+def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """Write voxel values `[V]` (the kept voxels of `mask` `[X, Y, Z]`, in C order) as a float32 NIfTI on the
+    mask's grid and `affine` (mm; 0 outside the mask, NaN as 0); returns the image."""
+    volume = np.zeros(mask.shape, dtype=np.float32)
+    volume[mask] = np.nan_to_num(values)
+    image = nib.Nifti1Image(volume, affine)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        # mtime=0: the same map gives the same bytes.
+        tmp.write_bytes(gzip.compress(image.to_bytes(), mtime=0))
+    return image
 
 
 def _raw_blocks(run: RunImage):

@@ -1,71 +1,64 @@
 """Bootstrap confidence intervals of the decoding metrics over test clips.
 
-A bootstrap sample draws N clips with replacement; it is represented by the counts
-`[N]` of each original clip. Every metric is recomputed on the sample: identification
-and top-k compare each drawn clip with the *distinct* other clips of the sample (a
-duplicate of the right clip is the same clip, not a competitor; top-k ranks are
-rescaled to the full set's N - 1 competitors; ties count as in `b2m.core.metrics`: half a
-win, and half a chance of ranking above), Pearson is computed across the drawn clips
-(duplicates weigh double), cosine is averaged over them. Inputs are scored as given: the
-caller standardises them.
+The candidate set stays whole and the queries are resampled. Identification and top-k ask, for each
+test clip i (a query), how its right clip ranks among all N test clips (the candidates). A bootstrap
+sample draws N queries with replacement, represented by the counts `[N]` of each clip; the candidates
+are still the N clips. So:
+
+- identification, top-k and cosine are computed once per clip on the full set (`per_clip_metrics`,
+  `{name: [N]}`, `b2m.core.metrics.PER_CLIP`: a tie counts half a win, and top-k breaks ties at
+  random), and a sample's value is the count-weighted mean of them (`[B]`). Their mean over
+  clips is the metric, so a row of ones gives exactly the full-set metrics.
+- Pearson (the r of each feature across clips, averaged over features) has no per-clip part: it is
+  computed across the drawn clips, a clip drawn twice weighing double.
+
+Why not rescore each sample among its own drawn clips: a sample holds only about 63% of the distinct
+clips, so a query meets fewer competitors and has to be corrected for it, and the resampled values
+are then no longer centred on the full-set value (the interval could exclude its own point estimate).
+With the candidates fixed, the expectation of a sample's value is the point estimate.
+
+Inputs are scored as given: the caller standardises them. A counts row with no draw of these clips
+(several subjects share draws over the union of their clips) gives NaN.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from b2m.core.metrics import METRICS, correlation_matrix
+from b2m.core.metrics import METRICS, PER_CLIP
 
 
 def resample_counts(n_clips: int, n_boot: int, seed: int) -> np.ndarray:
     """`[n_boot, n_clips]` int: how often each clip is drawn in each bootstrap sample (rows sum to N)."""
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n_clips, size=(n_boot, n_clips))
-    return np.stack([np.bincount(row, minlength=n_clips) for row in idx])
+    idx = rng.integers(0, n_clips, size=(n_boot, n_clips))  # [B, N] drawn clip indices
+    # One bincount over all rows at once: row b's clips are offset by b * N.
+    flat = (idx + n_clips * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n_clips).reshape(n_boot, n_clips)
+
+
+def per_clip_metrics(pred, true) -> dict[str, np.ndarray]:
+    """Per-clip values `{name: [N]}` of the metrics of `b2m.core.metrics.PER_CLIP`, each clip a query
+    against all N clips as candidates; their means over clips are the metrics.
+
+    `pred`, `true`: `[N, L, D]` (or `[N, F]`).
+    """
+    return {name: per_clip(pred, true).numpy() for name, per_clip in PER_CLIP.items()}
 
 
 def bootstrap_metrics(pred, true, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric of `METRICS` on each bootstrap sample: `{name: [B]}`.
 
-    `pred`, `true`: `[N, L, D]` (or `[N, F]`); `counts`: `[B, N]` from `resample_counts`.
-    A row of ones gives the metrics of the full set.
+    `pred`, `true`: `[N, L, D]` (or `[N, F]`); `counts`: `[B, N]` from `resample_counts`, how often each
+    clip is drawn as a query. Identification, top-k and cosine are count-weighted means of
+    `per_clip_metrics` (all N clips stay candidates); Pearson is computed across the drawn clips. A row
+    of ones gives the metrics of the full set; a row of zeros gives NaN.
     """
-    c = correlation_matrix(pred, true).numpy()  # [N, N]
-    n = len(c)
     m = np.asarray(counts, dtype=np.float64)  # [B, N]
-    present = (m > 0).astype(np.float64)
-    n_present = present.sum(axis=1)  # [B]
-    right = np.diag(c)[:, None]
-    tied = (c == right) & ~np.eye(n, dtype=bool)  # [i, j]: clip j ties with the right clip i
-    # beats[i, j]: the right clip i is closer to pred i than clip j is (never for j == i); a tie is half.
-    beats = (right > c) + 0.5 * tied
-    wins = present @ beats.T  # [B, N]: distinct drawn competitors that clip i beats
-    losses = present @ (c > right).astype(np.float64).T  # competitors ranked above clip i
-    ties = present @ tied.astype(np.float64).T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_clip_id = wins / (n_present[:, None] - 1)
-        # A sample holds fewer distinct competitors than the N - 1 of the test set, which would make
-        # top-k easier: the rank is rescaled to N - 1 competitors (exact when all clips are drawn).
-        rank = losses * (n - 1) / (n_present[:, None] - 1)
-        ties = ties * (n - 1) / (n_present[:, None] - 1)
-    rank, ties = np.nan_to_num(rank, nan=np.inf), np.nan_to_num(ties)
-    out = {
-        "id_acc": _weighted_mean(np.nan_to_num(per_clip_id), m),
-        "top1": _weighted_mean(_top_k(rank, ties, 1), m),
-        "top5": _weighted_mean(_top_k(rank, ties, 5), m),
-        "cosine": _weighted_mean(np.broadcast_to(_cosines(pred, true), m.shape), m),
-        "pearson": _weighted_pearson(pred, true, m),
-    }
-    out["id_acc"][n_present < 2] = np.nan  # one distinct clip: nothing to identify against
+    out = {name: _weighted_mean(values, m) for name, values in per_clip_metrics(pred, true).items()}
+    out["pearson"] = _weighted_pearson(pred, true, m)
     assert set(out) == set(METRICS)
     return out
-
-
-def _top_k(rank: np.ndarray, ties: np.ndarray, k: int) -> np.ndarray:
-    """P(the right clip is among the top k) with `rank` competitors above it and `ties` tied, ties broken
-    at random: `[B, N]`."""
-    with np.errstate(invalid="ignore"):
-        return np.where(ties > 0, np.clip((k - rank) / (ties + 1), 0.0, 1.0), rank < k)
 
 
 def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -80,9 +73,9 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 
 
 def _weighted_mean(per_clip: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Mean over the drawn clips of per-clip values `[B, N]`, each weighted by its count: `[B]`."""
+    """Mean over the drawn clips of per-clip values `[N]`, each weighted by its count in `m` `[B, N]`: `[B]`."""
     with np.errstate(invalid="ignore", divide="ignore"):  # a sample without these clips: NaN
-        return (np.asarray(per_clip, dtype=np.float64) * m).sum(axis=1) / m.sum(axis=1)
+        return m @ np.asarray(per_clip, dtype=np.float64) / m.sum(axis=1)
 
 
 def _flat(x) -> np.ndarray:
@@ -90,13 +83,8 @@ def _flat(x) -> np.ndarray:
     return x.reshape(len(x), -1)
 
 
-def _cosines(pred, true) -> np.ndarray:
-    p, t = _flat(pred), _flat(true)
-    return (p * t).sum(1) / np.maximum(np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1), 1e-12)
-
-
 def _weighted_pearson(pred, true, m: np.ndarray) -> np.ndarray:
-    """Mean over features of the Pearson r across the drawn clips (weights = counts): `[B]`."""
+    """Mean over features of the Pearson r across the drawn clips (weights = counts `m` `[B, N]`): `[B]`."""
     p, t = _flat(pred), _flat(true)  # [N, F]
     with np.errstate(invalid="ignore", divide="ignore"):
         w = m / m.sum(axis=1, keepdims=True)  # [B, N]

@@ -9,32 +9,48 @@ averaged over the draws. The bootstrap
 resamples clips, with the same draw of clips for every subject (clips are matched
 by id), so the interval of the across-subject mean accounts for the shared clips.
 
-Keys: `<subject>/<prefix>/<metric>` and `<prefix>/<metric>` (mean over subjects),
-`<prefix>/<metric>_sd` (sd across subjects), each with `_ci_low` / `_ci_high`.
+Rows: every metric per subject and its mean over subjects (with the sd across them), each with its
+interval (`b2m.evaluation.results`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from b2m.core.log import progress
 from b2m.evaluation.bootstrap import bootstrap_metrics, confidence_interval, resample_counts
-from b2m.core.metrics import (METRIC_KEYS, RAW_METRICS, Standardiser, aggregate_subjects, baseline_predictions,
-                              decoding_metrics)
+from b2m.core.metrics import METRIC_KEYS, RAW_METRICS, Standardiser, baseline_predictions, decoding_metrics
 from b2m.core.runs import Run
+from b2m.evaluation.results import Result, subject_means
 
 
 @dataclass
 class ScoredSet:
     """Decoded draws `[K, N, L, D]` of the clips `clip_ids[n]`, their true embeddings `[N, L, D]`, and
-    the training clips' statistics `scale` in the same space."""
+    the training clips' statistics `scale` in the same space; the other fields name the set as its
+    result rows do (`b2m.evaluation.results`)."""
 
     draws: np.ndarray
     true: np.ndarray
     clip_ids: list[str]
     scale: Standardiser
+    section: str = "decoding"
+    set: str = "test"
+    choice: str = ""
+    space: str = ""
+    baseline: str = ""
+    caveat: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.row("", None).name
+
+    def row(self, metric: str, value, subject: str | None = None, interval=None, n: int | None = None) -> Result:
+        """A result row of this set."""
+        return Result(self.section, self.set, metric, value, subject, choice=self.choice, space=self.space,
+                      baseline=self.baseline, interval=interval, n=n, caveat=self.caveat)
 
     def bootstrap(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         """Every key of `METRIC_KEYS` on each bootstrap sample `counts` `[B, N]`, averaged over the draws."""
@@ -47,46 +63,56 @@ class ScoredSet:
         return _mean_dicts(per_draw)
 
 
-def score_sets(sets: dict[str, dict[str, ScoredSet]], n_boot: int, seed: int, level: float,
-               differences: dict[str, tuple[str, str]] | None = None) -> dict[str, float]:
-    """`sets[subject][prefix]` -> the flat metric table with intervals (see the module doc).
+@dataclass(frozen=True)
+class Difference:
+    """The paired difference of the sets named `a` and `b` (`ScoredSet.name`), reported as `like`'s rows."""
 
-    `differences[name] = (a, b)` adds `<name>/<metric>`, the paired difference of the sets with prefixes
-    `a` and `b` (the mean over the subjects that have both), with its interval from the same bootstrap
-    draws: two sets scored on the same clips differ less than their own intervals suggest."""
-    universe = sorted({c for per_subject in sets.values() for s in per_subject.values() for c in s.clip_ids})
+    like: ScoredSet
+    a: str
+    b: str
+
+
+def score_sets(sets: dict[str, list[ScoredSet]], n_boot: int, seed: int, level: float,
+               differences: list[Difference] = ()) -> list[Result]:
+    """Result rows of every metric of `METRIC_KEYS` for the sets `sets[subject]`: per subject and the mean
+    over subjects (with the sd across them), each with its bootstrap interval (see the module doc).
+
+    Each of `differences` adds the paired difference of two sets (the mean over the subjects that have
+    both), with its interval from the same bootstrap draws: two sets scored on the same clips differ less
+    than their own intervals suggest."""
+    universe = sorted({c for per_subject in sets.values() for s in per_subject for c in s.clip_ids})
     position = {c: i for i, c in enumerate(universe)}
     counts = resample_counts(len(universe), n_boot, seed)  # [B, U]
 
-    points: dict[str, dict[str, float]] = {}
-    intervals: dict[str, float] = {}
-    boots: dict[str, list[np.ndarray]] = {}
-    by_subject: dict[str, dict[str, np.ndarray]] = {}
+    rows: list[Result] = []
+    boots: dict[tuple[str, str], list[np.ndarray]] = {}  # (set name, metric) -> per-subject [B]
+    by_subject: dict[tuple[str, str, str], np.ndarray] = {}  # (subject, set name, metric) -> [B]
+    points: dict[tuple[str, str, str], float] = {}
     for subject, per_subject in progress(sets.items(), f"bootstrap ({n_boot} resamples)", total=len(sets),
                                          unit="subjects"):
-        for prefix, scored in per_subject.items():
+        for scored in per_subject:
             sub_counts = counts[:, [position[c] for c in scored.clip_ids]]
             point = _mean_dicts([decoding_metrics(d, scored.true, scored.scale) for d in scored.draws])
             boot = scored.bootstrap(sub_counts)
-            for name in METRIC_KEYS:
-                key = f"{prefix}/{name}"
-                points.setdefault(subject, {})[key] = float(point[name])
-                low, high = confidence_interval(boot[name], level)
-                intervals[f"{subject}/{key}_ci_low"], intervals[f"{subject}/{key}_ci_high"] = low, high
-                boots.setdefault(key, []).append(boot[name])
-                by_subject.setdefault(subject, {})[key] = boot[name]
-    out = aggregate_subjects(points) | intervals
-    for key, per_subject_boots in boots.items():
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = confidence_interval(np.mean(per_subject_boots, axis=0), level)
-    for name, (a, b) in (differences or {}).items():
-        both = [s for s, per_subject in sets.items() if a in per_subject and b in per_subject]
+            for metric in METRIC_KEYS:
+                value = float(point[metric])
+                rows.append(scored.row(metric, value, subject, confidence_interval(boot[metric], level),
+                                       len(scored.clip_ids)))
+                boots.setdefault((scored.name, metric), []).append(boot[metric])
+                by_subject[(subject, scored.name, metric)] = boot[metric]
+                points[(subject, scored.name, metric)] = value
+    means = subject_means(rows)[len(rows):]
+    for i, mean in enumerate(means):
+        means[i] = replace(mean, interval=confidence_interval(np.mean(boots[(mean.name, mean.metric)], axis=0), level),
+                           n=len(universe))
+    rows += means
+    for diff in differences:
+        both = [s for s in sets if (s, diff.a, METRIC_KEYS[0]) in points and (s, diff.b, METRIC_KEYS[0]) in points]
         for metric in METRIC_KEYS if both else ():
-            ka, kb = f"{a}/{metric}", f"{b}/{metric}"
-            out[f"{name}/{metric}"] = float(np.mean([points[s][ka] - points[s][kb] for s in both]))
-            diff = np.mean([subject_boots[ka] - subject_boots[kb] for subject_boots in
-                            (by_subject[s] for s in both)], axis=0)
-            out[f"{name}/{metric}_ci_low"], out[f"{name}/{metric}_ci_high"] = confidence_interval(diff, level)
-    return out
+            value = float(np.mean([points[(s, diff.a, metric)] - points[(s, diff.b, metric)] for s in both]))
+            boot = np.mean([by_subject[(s, diff.a, metric)] - by_subject[(s, diff.b, metric)] for s in both], axis=0)
+            rows.append(diff.like.row(metric, value, interval=confidence_interval(boot, level), n=len(universe)))
+    return rows
 
 
 def proportion_ci(items: list[tuple[np.ndarray, list[str]]], n_boot: int, seed: int,
@@ -109,12 +135,11 @@ def _mean_dicts(rows: list[dict]) -> dict:
     return {k: np.mean([r[k] for r in rows], axis=0) for k in rows[0]}
 
 
-def decoding_sets(run: Run, seed: int) -> dict[str, dict[str, ScoredSet]]:
+def decoding_sets(run: Run, seed: int) -> dict[str, list[ScoredSet]]:
     """`test` and the two baselines of every subject as scored sets."""
-    sets: dict[str, dict[str, ScoredSet]] = {}
+    sets: dict[str, list[ScoredSet]] = {}
     for subject, p in run.subjects.items():
-        base = baseline_predictions(p.pred, p.train_mean, seed)
-        sets[subject] = {"test": ScoredSet(p.pred[None], p.true, p.clip_ids, p.scale)}
-        for name, pred in base.items():
-            sets[subject][f"baseline/{name}"] = ScoredSet(pred[None], p.true, p.clip_ids, p.scale)
+        sets[subject] = [ScoredSet(p.pred[None], p.true, p.clip_ids, p.scale)]
+        for name, pred in baseline_predictions(p.pred, p.train_mean, seed).items():
+            sets[subject].append(ScoredSet(pred[None], p.true, p.clip_ids, p.scale, set="baseline", baseline=name))
     return sets

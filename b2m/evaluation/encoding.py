@@ -21,17 +21,21 @@ For each subject and embedding space:
    per (audio, text) pair, a banded ridge on both (`b2m.evaluation.partition`) against the
    single-space fits gives each voxel's unique and shared test R².
 
-Outputs under `out_dir/<subject>/`: NIfTI maps in the BOLD's space (same affine, 0 outside
-the kept voxels) and axial slices over the subject's anatomy (PNG and SVG, `anatomy`);
-`out_dir/summary.md` with the region tables. Regions: an atlas's regions when `data.rois` names one (`b2m.data.rois`); else, with the demo dataset's
-ground truth (`TRUTH_FILE`), its tuning classes; otherwise the `top_k` voxels of highest
+Regions: an atlas's regions when `data.rois` names one (`b2m.data.rois`); else, with the demo
+dataset's ground truth (`TRUTH_FILE`), its tuning classes; otherwise the `top_k` voxels of highest
 explainable variance ("auditory") and the rest.
+
+Computing and rendering are apart: `fit_subject` returns a subject's voxel maps (`SubjectEncoding`),
+`subject_rows` their region means as `Result` rows, and `write_encoding` renders both: under
+`out_dir/<subject>/` NIfTI maps in the BOLD's space (same affine, 0 outside the kept voxels) and
+axial slices over the subject's anatomy (PNG and SVG, `anatomy`); `out_dir/summary.md` with the
+region tables, whose values are the rows'.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -40,16 +44,16 @@ from omegaconf import DictConfig
 
 from b2m.core.clips import Clip
 from b2m.core.errors import B2MError
-from b2m.core.io import atomic_path, write_text
+from b2m.core.io import write_text
 from b2m.core.log import progress
-from b2m.core.metrics import aggregate_subjects
 from b2m.core.ridge import RidgeCV
 from b2m.data.bids import Presentation, subject_label
-from b2m.data.nifti import mean_volume, open_run
+from b2m.data.nifti import mean_volume, open_run, write_map
 from b2m.data.samples import build_samples
 from b2m.data.subjects import PreprocessedSubject, data_paths, load_preprocessed
 from b2m.evaluation import plots
 from b2m.evaluation.partition import banded_predictions, partition, r2_columns
+from b2m.evaluation.results import Result, Results, subject_means
 from b2m.evaluation.stats import correlation_ceiling, explainable_variance, fdr_bh, pearson_columns, zscore_columns
 from b2m.targets import EmbeddingSpace, space_by_name
 from b2m.targets.dataset import clip_targets
@@ -149,18 +153,7 @@ def voxel_regions(root: Path, subject: str, mask: np.ndarray, ev: np.ndarray, to
     return regions, f"top {top_k} voxels by explainable variance"
 
 
-# ----------------------------------------------------------------- files
-def write_map(path: Path, values: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    """Write voxel values `[V]` as a float32 NIfTI on the mask's grid (0 outside); returns the image."""
-    volume = np.zeros(mask.shape, dtype=np.float32)
-    volume[mask] = np.nan_to_num(values)
-    image = nib.Nifti1Image(volume, affine)
-    image.header.set_xyzt_units("mm")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(gzip.compress(image.to_bytes(), mtime=0))
-    return image
-
-
+# ----------------------------------------------------------------- one subject
 def anatomy(pre: PreprocessedSubject) -> tuple[nib.Nifti1Image, str]:
     """The image the maps are drawn over, and what it is: fMRIPrep's preprocessed T1w in the BOLD's space
     when the derivatives hold one, else the mean EPI of the first Training run (always aligned with
@@ -178,16 +171,155 @@ def anatomy(pre: PreprocessedSubject) -> tuple[nib.Nifti1Image, str]:
     return nib.Nifti1Image(mean_volume(run), run.affine), f"mean EPI of {first.bold.name}"
 
 
-# ----------------------------------------------------------------- the analysis
-def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, seed: int) -> dict:
-    """Fit and test the encoding models of every subject and space; write maps and tables.
+@dataclass
+class SubjectEncoding:
+    """One subject's encoding models: per-voxel maps `[V]` over the kept voxels of `mask` (C order).
 
-    Returns metrics: `encoding/<subject>/<space>/{mean_r, mean_r_normalised, fraction_significant}`,
-    `encoding/<subject>/<space>/<region>/mean_r`, `encoding/<subject>/noise_ceiling/<region>/mean_ev`,
-    `encoding/<subject>/<a>_minus_<b>/<region>/mean_r` for space pairs, and the same keys without
-    the subject (means over subjects).
+    `r`, `normalised` (r / CC_max; NaN where CC_max is 0) and `significant` (BH-FDR) per space, in
+    the config's order, with each space's modality in `modalities`; `ev` (explainable variance, a
+    fraction) and `cc` (CC_max) the noise ceiling; `differences` r(a) - r(b) per space pair; `parts`
+    the test R² per (audio, text) pair and part (`unique_<a>`, `unique_<b>`, `shared`); `regions` a
+    region name per voxel and `region_source` where they come from; the maps' grid (`mask`
+    `[X, Y, Z]`, `affine` in mm) and the image they are drawn over (`background`, `background_name`).
     """
-    out_dir = Path(out_dir)
+
+    subject: str
+    modalities: dict[str, str]
+    r: dict[str, np.ndarray]
+    normalised: dict[str, np.ndarray]
+    significant: dict[str, np.ndarray]
+    ev: np.ndarray
+    cc: np.ndarray
+    differences: dict[tuple[str, str], np.ndarray]
+    parts: dict[tuple[str, str], dict[str, np.ndarray]]
+    regions: np.ndarray
+    region_source: str
+    mask: np.ndarray
+    affine: np.ndarray
+    background: nib.Nifti1Image
+    background_name: str
+
+
+def fit_subject(data_cfg: DictConfig, ecfg: DictConfig, subject: str, spaces: dict[str, EmbeddingSpace],
+                delays: list[int], seed: int) -> SubjectEncoding:
+    """Fit and test the encoding model of every space (FIR `delays` in TRs) for `subject`, the noise
+    ceiling, the space differences and, when enabled and the spaces split into audio and text, the
+    variance partitions. Writes nothing."""
+    pre = load_preprocessed(data_cfg, subject)
+    background, background_name = anatomy(pre)
+    clips = sorted({p.clip for evs in pre.events.values() for p in evs})
+    window, alphas, n_folds = list(data_cfg.delays_tr), list(ecfg.alphas), int(ecfg.n_folds)
+    designs: dict[str, dict[str, np.ndarray]] = {}
+    r: dict[str, np.ndarray] = {}
+    normalised: dict[str, np.ndarray] = {}
+    significant: dict[str, np.ndarray] = {}
+    r2: dict[str, np.ndarray] = {}
+    ev = cc = None
+    for name, space in spaces.items():
+        designs[name] = run_designs(pre, clip_targets(data_cfg, space, clips), delays)
+        pred, repeats = fit_space(pre, designs[name], window, alphas, n_folds)
+        n, n_rep, w, v = repeats.shape
+        observed = repeats.mean(axis=1)
+        if ev is None:  # the BOLD's repeats are the same for every space
+            single = repeats.transpose(1, 0, 2, 3).reshape(n_rep, n * w, v)
+            ev, cc = explainable_variance(single), correlation_ceiling(single)
+        r[name] = pearson_columns(pred.reshape(n * w, v), observed.reshape(n * w, v))
+        p = permutation_p(pred, observed, r[name], int(ecfg.n_perm), seed)
+        significant[name], _ = fdr_bh(p, float(ecfg.fdr_q))
+        normalised[name] = np.divide(r[name], cc, out=np.full(v, np.nan), where=cc > 0)
+        r2[name] = r2_columns(pred.reshape(n * w, v), observed.reshape(n * w, v))
+    if pre.regions is not None:
+        regions, source = pre.regions, "atlas regions (data.rois.atlas)"
+    else:
+        regions, source = voxel_regions(data_paths(data_cfg)["root"], subject, pre.data.mask, ev, int(ecfg.top_k))
+    differences = {(a, b): r[a] - r[b] for a, b in _space_pairs(spaces)}
+    parts: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    if ecfg.partition.enabled and _modalities_split(spaces):
+        for a, b in _space_pairs(spaces):
+            joint = banded_predictions(pre, [designs[a], designs[b]], window, alphas, n_folds,
+                                       [float(x) for x in ecfg.partition.ratios])
+            shares = partition(r2[a], r2[b], r2_columns(joint.reshape(n * w, v), observed.reshape(n * w, v)))
+            parts[a, b] = {f"unique_{a}": shares["unique_a"], f"unique_{b}": shares["unique_b"],
+                           "shared": shares["shared"]}
+    return SubjectEncoding(subject, {name: s.modality for name, s in spaces.items()}, r, normalised, significant,
+                           ev, cc, differences, parts, regions, source, pre.data.mask, pre.data.affine, background,
+                           background_name)
+
+
+def subject_rows(enc: SubjectEncoding) -> list[Result]:
+    """The subject's results: the noise ceiling's mean EV per region; per space the mean r (all voxels and
+    per region), the mean normalised r (None where no voxel has a ceiling) and the fraction of
+    significant voxels; the mean r difference per space pair and region; the mean test R² of each
+    partition part (all voxels and per region)."""
+    names = _region_names(enc.regions)
+
+    def by_region(values: np.ndarray, **fields) -> list[Result]:
+        return [Result("encoding", subject=enc.subject, part=region, value=float(values[enc.regions == region].mean()),
+                       **fields) for region in names]
+
+    rows = by_region(enc.ev, set="noise_ceiling", metric="mean_ev")
+    for name, r in enc.r.items():
+        normalised = enc.normalised[name]
+        rows += [Result("encoding", name, "mean_r", float(r.mean()), enc.subject),
+                 Result("encoding", name, "mean_r_normalised",
+                        float(np.nanmean(normalised)) if np.isfinite(normalised).any() else None, enc.subject),
+                 Result("encoding", name, "fraction_significant", float(enc.significant[name].mean()), enc.subject)]
+        rows += by_region(r, set=name, metric="mean_r")
+    for (a, b), diff in enc.differences.items():
+        rows += by_region(diff, set=f"{a}_minus_{b}", metric="mean_r")
+    for (a, b), parts in enc.parts.items():
+        for label, values in parts.items():
+            rows.append(Result("encoding", f"{a}+{b}", "mean", float(values.mean()), enc.subject, choice=label))
+            rows += by_region(values, set=f"{a}+{b}", choice=label, metric="mean")
+    return rows
+
+
+# ----------------------------------------------------------------- files
+def write_encoding(out_dir: Path, encodings: list[SubjectEncoding], rows: list[Result], ecfg: DictConfig) -> None:
+    """Write each subject's maps under `out_dir/<subject>/` (NIfTI; PNG and SVG slices of the r, difference
+    and partition maps) and `out_dir/summary.md`, whose tables show `rows`."""
+    results = Results(rows)
+    lines = ["# Encoding models", "", f"Delays {[int(d) for d in ecfg.delays_tr]} TRs; Pearson r on the test runs "
+             f"(per-presentation windows, 4 repeats averaged); significance: {int(ecfg.n_perm)} clip permutations, "
+             f"BH-FDR q = {ecfg.fdr_q}.", ""]
+    for enc in encodings:
+        _write_maps(out_dir / enc.subject, enc)
+        lines += _subject_table(enc, results) + [f"Maps drawn over the {enc.background_name}.", ""]
+        lines += _partition_table(enc, results)
+    write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
+
+
+def _write_maps(folder: Path, enc: SubjectEncoding) -> None:
+    """One subject's NIfTI maps and their figures."""
+    def nifti(name: str, values: np.ndarray) -> nib.Nifti1Image:
+        return write_map(folder / f"{name}.nii.gz", values, enc.mask, enc.affine)
+
+    nifti("noise_ceiling_ev", enc.ev)
+    nifti("noise_ceiling_cc", enc.cc)
+    for name, r in enc.r.items():
+        nifti(f"{name}_r_normalised", enc.normalised[name])
+        nifti(f"{name}_significant", enc.significant[name].astype(np.float32))
+        plots.plot_map(nifti(f"{name}_r", r), enc.background, folder / f"{name}_r.png",
+                       f"{enc.subject} {name}: Pearson r (test runs)")
+    for (a, b), diff in enc.differences.items():
+        plots.plot_map(nifti(f"{a}_minus_{b}_r", diff), enc.background, folder / f"{a}_minus_{b}_r.png",
+                       f"{enc.subject}: r({a}) - r({b})")
+    for (a, b), parts in enc.parts.items():
+        for label, values in parts.items():
+            plots.plot_map(nifti(f"{a}+{b}_{label}", values), enc.background, folder / f"{a}+{b}_{label}.png",
+                           f"{enc.subject}: {label.replace('_', ' ')} variance, {a} + {b} (test R²)")
+
+
+# ----------------------------------------------------------------- the analysis
+def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, seed: int) -> list[Result]:
+    """Fit and test the encoding models of every subject and space (`fit_subject`); write maps and tables
+    under `out_dir` (`write_encoding`).
+
+    Returns the rows of every subject (`subject_rows`) and their means over subjects (no sd), flat
+    keys `encoding/[<subject>/]<space>/{mean_r, mean_r_normalised, fraction_significant}`,
+    `.../<space>/<region>/mean_r`, `.../noise_ceiling/<region>/mean_ev`,
+    `.../<a>_minus_<b>/<region>/mean_r` and `.../<a>+<b>/<part>[/<region>]/mean`.
+    """
     names = list(ecfg.spaces)
     if not names:
         raise B2MError("encoding.spaces: empty list")
@@ -195,80 +327,12 @@ def encoding_analysis(data_cfg: DictConfig, ecfg: DictConfig, out_dir: Path, see
     delays = [int(d) for d in ecfg.delays_tr]
     if not delays or min(delays) < 0:
         raise B2MError(f"encoding.delays_tr: expected TRs >= 0, got {delays}")
-    root = data_paths(data_cfg)["root"]
-    per_subject: dict[str, dict[str, float]] = {}
-    lines = ["# Encoding models", "", f"Delays {delays} TRs; Pearson r on the test runs (per-presentation windows, "
-             f"4 repeats averaged); significance: {int(ecfg.n_perm)} clip permutations, BH-FDR q = {ecfg.fdr_q}.", ""]
-    for subject in progress([subject_label(s) for s in data_cfg.subjects], "encoding models", unit="subjects"):
-        pre = load_preprocessed(data_cfg, subject)
-        background, background_name = anatomy(pre)
-        clips = sorted({p.clip for evs in pre.events.values() for p in evs})
-        folder = out_dir / subject
-        rows: dict[str, float] = {}
-        r_by_space: dict[str, np.ndarray] = {}
-        ev = cc = regions = None
-        designs: dict[str, dict[str, np.ndarray]] = {}
-        r2: dict[str, np.ndarray] = {}
-        for name, space in spaces.items():
-            designs[name] = run_designs(pre, clip_targets(data_cfg, space, clips), delays)
-            pred, repeats = fit_space(pre, designs[name], list(data_cfg.delays_tr), list(ecfg.alphas),
-                                      int(ecfg.n_folds))
-            n, n_rep, w, v = repeats.shape
-            observed = repeats.mean(axis=1)
-            if ev is None:
-                single = repeats.transpose(1, 0, 2, 3).reshape(n_rep, n * w, v)
-                ev, cc = explainable_variance(single), correlation_ceiling(single)
-                if pre.regions is not None:
-                    regions, source = pre.regions, "atlas regions (data.rois.atlas)"
-                else:
-                    regions, source = voxel_regions(root, subject, pre.data.mask, ev, int(ecfg.top_k))
-                for region in _region_names(regions):
-                    rows[f"noise_ceiling/{region}/mean_ev"] = float(ev[regions == region].mean())
-                write_map(folder / "noise_ceiling_ev.nii.gz", ev, pre.data.mask, pre.data.affine)
-                write_map(folder / "noise_ceiling_cc.nii.gz", cc, pre.data.mask, pre.data.affine)
-            r = pearson_columns(pred.reshape(n * w, v), observed.reshape(n * w, v))
-            p = permutation_p(pred, observed, r, int(ecfg.n_perm), seed)
-            significant, _ = fdr_bh(p, float(ecfg.fdr_q))
-            normalised = np.divide(r, cc, out=np.full(v, np.nan), where=cc > 0)
-            r_by_space[name] = r
-            r2[name] = r2_columns(pred.reshape(n * w, v), observed.reshape(n * w, v))
-            rows[f"{name}/mean_r"] = float(r.mean())
-            rows[f"{name}/mean_r_normalised"] = float(np.nanmean(normalised)) if np.isfinite(normalised).any() else None
-            rows[f"{name}/fraction_significant"] = float(significant.mean())
-            for region in _region_names(regions):
-                rows[f"{name}/{region}/mean_r"] = float(r[regions == region].mean())
-            image = write_map(folder / f"{name}_r.nii.gz", r, pre.data.mask, pre.data.affine)
-            write_map(folder / f"{name}_r_normalised.nii.gz", normalised, pre.data.mask, pre.data.affine)
-            write_map(folder / f"{name}_significant.nii.gz", significant.astype(np.float32), pre.data.mask,
-                      pre.data.affine)
-            plots.plot_map(image, background, folder / f"{name}_r.png", f"{subject} {name}: Pearson r (test runs)")
-        for a, b in _space_pairs(spaces):
-            diff = r_by_space[a] - r_by_space[b]
-            for region in _region_names(regions):
-                rows[f"{a}_minus_{b}/{region}/mean_r"] = float(diff[regions == region].mean())
-            image = write_map(folder / f"{a}_minus_{b}_r.nii.gz", diff, pre.data.mask, pre.data.affine)
-            plots.plot_map(image, background, folder / f"{a}_minus_{b}_r.png", f"{subject}: r({a}) - r({b})")
-        pairs = _space_pairs(spaces) if ecfg.partition.enabled and _modalities_split(spaces) else []
-        for a, b in pairs:
-            joint = banded_predictions(pre, [designs[a], designs[b]], list(data_cfg.delays_tr), list(ecfg.alphas),
-                                       int(ecfg.n_folds), [float(r) for r in ecfg.partition.ratios])
-            parts = partition(r2[a], r2[b], r2_columns(joint.reshape(n * w, v), observed.reshape(n * w, v)))
-            for part, values in parts.items():
-                label = {"unique_a": f"unique_{a}", "unique_b": f"unique_{b}", "shared": "shared"}[part]
-                key = f"{a}+{b}/{label}"
-                rows[f"{key}/mean"] = float(values.mean())
-                for region in _region_names(regions):
-                    rows[f"{key}/{region}/mean"] = float(values[regions == region].mean())
-                image = write_map(folder / f"{a}+{b}_{label}.nii.gz", values, pre.data.mask, pre.data.affine)
-                plots.plot_map(image, background, folder / f"{a}+{b}_{label}.png",
-                                  f"{subject}: {label.replace('_', ' ')} variance, {a} + {b} (test R²)")
-        per_subject[subject] = rows
-        lines += _subject_table(subject, rows, spaces, regions, source) + [f"Maps drawn over the {background_name}.", ""]
-        lines += _partition_table(rows, pairs, regions)
-
-    out = aggregate_subjects(per_subject, prefix="encoding/", sd=False)
-    write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
-    return out
+    encodings = [fit_subject(data_cfg, ecfg, subject, spaces, delays, seed)
+                 for subject in progress([subject_label(s) for s in data_cfg.subjects], "encoding models",
+                                         unit="subjects")]
+    rows = subject_means([row for enc in encodings for row in subject_rows(enc)], sd=False)
+    write_encoding(Path(out_dir), encodings, rows, ecfg)
+    return rows
 
 
 def _region_names(regions: np.ndarray) -> list[str]:
@@ -277,21 +341,6 @@ def _region_names(regions: np.ndarray) -> list[str]:
 
 def _modalities_split(spaces: dict[str, EmbeddingSpace]) -> bool:
     return {s.modality for s in spaces.values()} == {"audio", "text"}
-
-
-def _partition_table(rows: dict, pairs: list[tuple[str, str]], regions: np.ndarray) -> list[str]:
-    """Markdown: unique and shared test R² per region for each (audio, text) pair."""
-    lines = []
-    for a, b in pairs:
-        labels = [f"unique_{a}", f"unique_{b}", "shared"]
-        lines += [f"Variance partitioning, {a} + {b} (banded ridge; test R²):", "",
-                  "| region | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-        for region in _region_names(regions) + ["all"]:
-            key = "" if region == "all" else f"/{region}"
-            lines.append(f"| {region} | " + " | ".join(f"{rows[f'{a}+{b}/{label}{key}/mean']:.4f}"
-                                                     for label in labels) + " |")
-        lines.append("")
-    return lines
 
 
 def _space_pairs(spaces: dict[str, EmbeddingSpace]) -> list[tuple[str, str]]:
@@ -304,18 +353,38 @@ def _space_pairs(spaces: dict[str, EmbeddingSpace]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
 
 
-def _subject_table(subject: str, rows: dict, spaces: dict[str, EmbeddingSpace], regions: np.ndarray,
-                   source: str) -> list[str]:
-    """Markdown: mean r per region (rows) and space (columns), with voxel counts and the noise ceiling."""
-    names = _region_names(regions)
-    header = ["region", "voxels", "mean EV"] + [f"{n} ({spaces[n].modality})" for n in spaces]
-    lines = [f"## {subject}", "", f"Regions: {source}.", "",
+def _subject_table(enc: SubjectEncoding, results: Results) -> list[str]:
+    """Markdown: the subject's mean r per region (rows) and space (columns), with voxel counts and the
+    noise ceiling, from `results`."""
+    def value(**fields) -> float:
+        return results.value(subject=enc.subject, section="encoding", **fields)
+
+    header = ["region", "voxels", "mean EV"] + [f"{n} ({m})" for n, m in enc.modalities.items()]
+    lines = [f"## {enc.subject}", "", f"Regions: {enc.region_source}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for region in names:
-        cells = [region, str(int((regions == region).sum())), f"{rows[f'noise_ceiling/{region}/mean_ev']:.3f}"]
-        cells += [f"{rows[f'{n}/{region}/mean_r']:.3f}" for n in spaces]
+    for region in _region_names(enc.regions):
+        cells = [region, str(int((enc.regions == region).sum())),
+                 f"{value(set='noise_ceiling', part=region, metric='mean_ev'):.3f}"]
+        cells += [f"{value(set=n, part=region, metric='mean_r'):.3f}" for n in enc.modalities]
         lines.append("| " + " | ".join(cells) + " |")
-    cells = ["all", str(len(regions)), ""] + [f"{rows[f'{n}/mean_r']:.3f} ({rows[f'{n}/fraction_significant']:.0%} "
-                                              f"significant)" for n in spaces]
+    cells = ["all", str(len(enc.regions)), ""] + [
+        f"{value(set=n, part='', metric='mean_r'):.3f} ({value(set=n, metric='fraction_significant'):.0%} "
+        f"significant)" for n in enc.modalities]
     lines += ["| " + " | ".join(cells) + " |", ""]
+    return lines
+
+
+def _partition_table(enc: SubjectEncoding, results: Results) -> list[str]:
+    """Markdown: the subject's unique and shared test R² per region for each (audio, text) pair, from `results`."""
+    lines = []
+    for (a, b), parts in enc.parts.items():
+        labels = list(parts)
+        lines += [f"Variance partitioning, {a} + {b} (banded ridge; test R²):", "",
+                  "| region | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for region in _region_names(enc.regions) + ["all"]:
+            part = "" if region == "all" else region
+            cells = [results.value(subject=enc.subject, section="encoding", set=f"{a}+{b}", choice=label, part=part,
+                                   metric="mean") for label in labels]
+            lines.append(f"| {region} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        lines.append("")
     return lines

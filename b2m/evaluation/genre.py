@@ -8,7 +8,7 @@ genre (chance 1 / 10). Applied to the true test embeddings it gives the ceiling.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -16,12 +16,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from b2m.core.clips import GENRES
-from b2m.core.metrics import aggregate_subjects
 from b2m.core.runs import Run
-from b2m.evaluation import plots
 from b2m.evaluation.decoding import ScoredSet, proportion_ci
-from b2m.evaluation.summary import CHANCE
-from b2m.targets import EmbeddingSpace, build_space
+from b2m.evaluation.results import CHANCE, Result, subject_means
+from b2m.targets import EmbeddingSpace
 from b2m.targets.dataset import clip_targets
 
 TOP_N = 3
@@ -45,7 +43,7 @@ def genre_scores(proba: np.ndarray, genres: list[str], reference: np.ndarray | N
     """Agreement of classified embeddings `proba` `[N, 10]` with the true genres `genres[n]`.
 
     Returns `acc` (top-1 genre right), `top3` (true genre among the 3 most probable),
-    `acc/<genre>` (accuracy on that genre's clips, absent for a genre without clips),
+    `per_genre` (`{genre: accuracy on that genre's clips}`, without the genres that have no clips),
     `confusion` `[10, 10]` int (rows: true genre, columns: decoded) and, given the
     probabilities `reference` of the true embeddings, `agreement`: the decoded and the
     true embedding get the same top-1 genre.
@@ -55,9 +53,8 @@ def genre_scores(proba: np.ndarray, genres: list[str], reference: np.ndarray | N
     top = np.argsort(-proba, axis=1, kind="stable")[:, :TOP_N]
     scores: dict = {"acc": float((decoded == truth).mean()),
                     f"top{TOP_N}": float((top == truth[:, None]).any(axis=1).mean())}
-    for g, name in enumerate(GENRES):
-        if (truth == g).any():
-            scores[f"acc/{name}"] = float((decoded[truth == g] == g).mean())
+    scores["per_genre"] = {name: float((decoded[truth == g] == g).mean())
+                           for g, name in enumerate(GENRES) if (truth == g).any()}
     if reference is not None:
         scores["agreement"] = float((decoded == reference.argmax(axis=1)).mean())
     confusion = np.zeros((len(GENRES), len(GENRES)), dtype=int)
@@ -66,20 +63,27 @@ def genre_scores(proba: np.ndarray, genres: list[str], reference: np.ndarray | N
     return scores
 
 
-def genre_section(run: Run, sets: dict[str, dict[str, ScoredSet]], spaces: dict[str, EmbeddingSpace], out_dir: Path,
-                  n_boot: int, seed: int, level: float) -> tuple[dict, dict[str, dict[str, str]]]:
-    """Genre class agreement of the predictions and of every reconstruction set in `sets`
-    (`sets[subject]["<kind>/<space>"]`, shuffled baselines aside).
+@dataclass
+class GenreResults:
+    """The genre section: its result `rows`, the summed `confusions[set name]` `[10, 10]` (rows: true
+    genre, columns: decoded) over subjects, and per subject the genre decoded from each prediction
+    (`decoded[subject][clip_id]`)."""
 
-    Returns the rows `genre/<set>/{acc,top3,agreement,acc/<genre>}` for set = true (ceiling), pred and
-    each reconstruction (per subject and mean, with intervals), and per subject the genre decoded from
-    each prediction (`{subject: {clip_id: genre}}`); writes the confusion PNGs into `out_dir`.
+    rows: list[Result]
+    confusions: dict[str, np.ndarray]
+    decoded: dict[str, dict[str, str]]
+
+
+def genre_section(run: Run, own: EmbeddingSpace, sets: dict[str, list[ScoredSet]],
+                  spaces: dict[str, EmbeddingSpace], n_boot: int, seed: int, level: float) -> GenreResults:
+    """Genre class agreement of the predictions (in the run's space `own`) and of every reconstruction
+    set in `sets` (baselines aside), each classified in its own space.
+
+    Rows (section `genre`): `acc`, `top3`, `agreement` and `acc` per genre (`part`) for the sets `true`
+    (the ceiling), `pred` and each reconstruction, per subject and mean (with the sd across subjects),
+    the mean `acc` with its bootstrap interval over clips; and `chance`.
     """
-    per_subject: dict[str, dict] = {}
-    correct: dict[str, list] = {}
-    confusions: dict[str, np.ndarray] = {}
     classifiers: dict[tuple, Pipeline] = {}
-    decoded: dict[str, dict[str, str]] = {}
 
     def classifier(space: EmbeddingSpace, subject: str) -> Pipeline:
         train = run.training_clips(subject)
@@ -89,38 +93,46 @@ def genre_section(run: Run, sets: dict[str, dict[str, ScoredSet]], spaces: dict[
             classifiers[key] = fit_genre_classifier(emb, [c.genre for c in train], seed)
         return classifiers[key]
 
-    def add(subject: str, name: str, scores: dict, ok: np.ndarray, ids: list[str]) -> None:
-        confusions[name] = confusions.get(name, 0) + scores.pop("confusion")
-        per_subject.setdefault(subject, {}).update({f"genre/{name}/{k}": v for k, v in scores.items()})
+    rows: list[Result] = []
+    correct: dict[str, list] = {}
+    out = GenreResults([], {}, {})
+
+    def add(subject: str, fields: dict, scores: dict, ok: np.ndarray, ids: list[str]) -> None:
+        name = Result("genre", metric="", value=None, **fields).name
+        out.confusions[name] = out.confusions.get(name, 0) + scores.pop("confusion")
+        per_genre = scores.pop("per_genre")
+        rows.extend(Result("genre", metric=metric, value=value, subject=subject, n=len(ids), **fields)
+                    for metric, value in scores.items())
+        rows.extend(Result("genre", metric="acc", value=value, subject=subject, part=genre, n=len(ids), **fields)
+                    for genre, value in per_genre.items())
         correct.setdefault(name, []).append((ok, ids))
 
-    own = build_space(run.cfg.target)
     for subject, p in run.subjects.items():
         clf = classifier(own, subject)
         genres = [c.genre for c in run.test_clips(subject)]
         truth = np.array([GENRES.index(g) for g in genres])
         ref = genre_probabilities(clf, p.true)
         proba = genre_probabilities(clf, p.pred)
-        add(subject, "true", genre_scores(ref, genres), (ref.argmax(1) == truth)[None], p.clip_ids)
-        add(subject, "pred", genre_scores(proba, genres, ref), (proba.argmax(1) == truth)[None], p.clip_ids)
-        decoded[subject] = {c: GENRES[g] for c, g in zip(p.clip_ids, proba.argmax(1))}
-    for subject, per_set in sets.items():
-        for name, scored in per_set.items():
-            if name.endswith("/shuffled"):
+        add(subject, {"set": "true"}, genre_scores(ref, genres), (ref.argmax(1) == truth)[None], p.clip_ids)
+        add(subject, {"set": "pred"}, genre_scores(proba, genres, ref), (proba.argmax(1) == truth)[None], p.clip_ids)
+        out.decoded[subject] = {c: GENRES[g] for c, g in zip(p.clip_ids, proba.argmax(1))}
+    for subject, per_subject in sets.items():
+        for scored in per_subject:
+            if scored.baseline:
                 continue
-            clf = classifier(spaces[name.rsplit("/", 1)[1]], subject)  # <kind>/<space>
+            clf = classifier(spaces[scored.space], subject)
             genres = [c.genre for c in run.test_clips(subject) if c.clip_id in set(scored.clip_ids)]
             truth = np.array([GENRES.index(g) for g in genres])
             ref = genre_probabilities(clf, scored.true)
             proba = np.stack([genre_probabilities(clf, d) for d in scored.draws])  # [K, N, 10]
             scores = genre_scores(proba.reshape(-1, len(GENRES)), genres * len(proba),
                                   np.tile(ref, (len(proba), 1)))
-            add(subject, name, scores, proba.argmax(2) == truth, scored.clip_ids)
+            fields = {"set": scored.set, "choice": scored.choice, "space": scored.space, "caveat": scored.caveat}
+            add(subject, fields, scores, proba.argmax(2) == truth, scored.clip_ids)
 
-    rows = aggregate_subjects(per_subject)
-    rows["genre/chance"] = CHANCE["genre"]
-    for name, items in correct.items():
-        rows[f"genre/{name}/acc_ci_low"], rows[f"genre/{name}/acc_ci_high"] = proportion_ci(items, n_boot, seed, level)
-    for name, confusion in confusions.items():
-        plots.plot_confusion(confusion, out_dir / plots.confusion_file(name), f"genre of {name} (all subjects)")
-    return rows, decoded
+    rows = subject_means(rows)
+    for i, row in enumerate(rows):
+        if row.subject is None and row.metric == "acc" and not row.part:
+            rows[i] = replace(row, interval=proportion_ci(correct[row.name], n_boot, seed, level))
+    out.rows = rows + [Result("genre", "", "chance", CHANCE["genre"])]
+    return out

@@ -1,6 +1,7 @@
 """A two-alternative forced-choice (2AFC) listening test of the reconstructions, and its results.
 
     report/listen.html                  the test: one static page beside index.html, offline, from file://
+                                        (templates/listen.html; its program and draw: templates/listen.js)
     listening_<listener>_<time>.json    what a listener's browser downloads at the end of a session
 
 A trial plays a stimulus excerpt, then two clips, A and B: the reconstruction of that excerpt (by one
@@ -17,7 +18,6 @@ of trials answered right per method (over all subjects, and per subject) is scor
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from scipy.stats import binomtest
 
 from b2m.core.errors import B2MError
 from b2m.core.io import read_text, write_text
+from b2m.evaluation.results import Result
+from b2m.evaluation.templates import render
 
 FORMAT = "b2m-listening/1"
 POSITIONS = ("A", "B")
@@ -34,146 +36,10 @@ POSITIONS = ("A", "B")
 TRIAL_KEYS = ("index", "subject", "method", "clip_id", "foil_clip_id", "target_position", "choice", "response_ms")
 # What names a trial of the pool (one per method, subject and clip).
 TRIAL_ID = ("method", "subject", "clip_id", "foil_clip_id")
+# The data element's opening tag exactly as templates/listen.html writes it: a results folder's page is
+# read back by it (`_read_page`).
 DATA_TAG = '<script type="application/json" id="listening-data">'
 UINT32 = 0xFFFFFFFF
-
-STYLE = """
-body { font-family: sans-serif; margin: 1.5em; max-width: 900px; }
-[hidden] { display: none !important; }
-audio { width: 320px; display: block; margin: 4px 0 8px 0; }
-.pair { display: flex; gap: 3em; }
-button { font-size: 15px; padding: 6px 14px; }
-#progress { font-weight: bold; }
-#results { width: 100%; height: 8em; font-size: 11px; }
-"""
-
-# The session draw, the one copy of it: the page runs it, and the tests run it in node to check
-# `listening_session`, its Python twin, against it.
-DRAW = """
-  // FNV-1a over UTF-16 code units: the PRNG's seed from the page's seed and the listener ID.
-  function hash(text) {
-    var h = 2166136261;
-    for (var i = 0; i < text.length; i++) { h ^= text.charCodeAt(i); h = Math.imul(h, 16777619); }
-    return h >>> 0;
-  }
-  function mulberry32(a) {
-    return function () {
-      a = (a + 0x6D2B79F5) | 0;
-      var t = Math.imul(a ^ (a >>> 15), 1 | a);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
-  function shuffle(items, rand) {
-    for (var i = items.length - 1; i > 0; i--) {
-      var j = Math.floor(rand() * (i + 1)), t = items[i];
-      items[i] = items[j]; items[j] = t;
-    }
-    return items;
-  }
-  // The session: each method's trials shuffled, then one of every method per round (in a fresh
-  // order each round), so the methods alternate and their counts differ by at most one; the target
-  // is A in half of the trials.
-  function draw(data, rand) {
-    var groups = new Map();
-    data.trials.forEach(function (t) {
-      if (!groups.has(t.method)) { groups.set(t.method, []); }
-      groups.get(t.method).push(t);
-    });
-    var lists = Array.from(groups.values()).map(function (l) { return shuffle(l.slice(), rand); });
-    var n = Math.min(data.n_per_session, data.trials.length), picked = [];
-    for (var round = 0; picked.length < n; round++) {
-      shuffle(lists.filter(function (l) { return round < l.length; }), rand).forEach(function (l) {
-        if (picked.length < n) { picked.push(l[round]); }
-      });
-    }
-    var positions = shuffle(picked.map(function (_, i) { return i % 2 ? 'A' : 'B'; }), rand);
-    return picked.map(function (t, i) { return {trial: t, target: positions[i]}; });
-  }
-  function drawSession(data, listener) {
-    return draw(data, mulberry32(hash(String(data.seed) + ':' + listener)));
-  }
-"""
-
-# The test itself. The pool and settings come from the JSON element `listening-data`.
-SCRIPT = """
-(function () {
-  'use strict';
-  var data = JSON.parse(document.getElementById('listening-data').textContent);
-  var session = null, answers = [], result = null, listener = '', started = '', shownAt = 0;
-
-  function byId(id) { return document.getElementById(id); }
-""" + DRAW + """
-  function url(rel) { return rel.split('/').map(encodeURIComponent).join('/'); }
-  function play(id, rel) { var a = byId(id); a.pause(); a.src = url(rel); }
-  function show(i) {
-    var s = session[i], el = byId('trial');
-    el.dataset.index = i;
-    el.dataset.subject = s.trial.subject;
-    el.dataset.method = s.trial.method;
-    el.dataset.clipId = s.trial.clip_id;
-    el.dataset.targetPosition = s.target;
-    byId('progress').textContent = 'trial ' + (i + 1) + ' of ' + session.length;
-    play('excerpt', s.trial.excerpt);
-    play('audio-A', s.target === 'A' ? s.trial.target : s.trial.foil);
-    play('audio-B', s.target === 'B' ? s.trial.target : s.trial.foil);
-    shownAt = performance.now();
-  }
-  function start(event) {
-    event.preventDefault();
-    listener = byId('listener').value.trim();
-    if (!listener) { byId('message').textContent = 'Enter your listener ID first.'; return; }
-    session = drawSession(data, listener);
-    started = new Date().toISOString();
-    byId('intro').hidden = true;
-    byId('trial').hidden = false;
-    show(0);
-  }
-  function choose(choice) {
-    if (session === null || answers.length >= session.length) { return; }
-    var i = answers.length, s = session[i];
-    answers.push({index: i, subject: s.trial.subject, method: s.trial.method, clip_id: s.trial.clip_id,
-                  foil_clip_id: s.trial.foil_clip_id, target_position: s.target, choice: choice,
-                  response_ms: Math.round(performance.now() - shownAt)});
-    if (answers.length < session.length) { show(answers.length); } else { finish(); }
-  }
-  function finish() {
-    ['excerpt', 'audio-A', 'audio-B'].forEach(function (id) { byId(id).pause(); });
-    result = {format: data.format, page: data.title, seed: data.seed, listener: listener, started: started,
-              finished: new Date().toISOString(), trials: answers};
-    byId('trial').hidden = true;
-    byId('done').hidden = false;
-    byId('results').value = JSON.stringify(result);
-  }
-  function download() {
-    var link = document.createElement('a');
-    link.href = URL.createObjectURL(new Blob([JSON.stringify(result, null, 1)], {type: 'application/json'}));
-    link.download = 'listening_' + listener.replace(/[^A-Za-z0-9_-]+/g, '_') + '_' +
-                    result.finished.replace(/[:.]/g, '-') + '.json';
-    document.body.appendChild(link);
-    link.click();
-    link.remove();
-    // Revoked later: the browser reads the blob after the click returns.
-    setTimeout(function () { URL.revokeObjectURL(link.href); }, 60000);
-  }
-  byId('intro').addEventListener('submit', start);
-  byId('choose-A').addEventListener('click', function () { choose('A'); });
-  byId('choose-B').addEventListener('click', function () { choose('B'); });
-  byId('download').addEventListener('click', download);
-  byId('start').disabled = false;
-})();
-"""
-
-
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def embedded_json(obj) -> str:
-    """`obj` as JSON that is safe as the text of a <script> element: `<`, `>` and `&` (which can only
-    occur inside strings) as \\u escapes, so no string can close the element or start a comment."""
-    text = json.dumps(obj, ensure_ascii=True)
-    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def listening_trials(heard: dict[str, dict[str, dict[str, str]]], excerpts: dict[str, str], seed: int) -> list[dict]:
@@ -199,50 +65,23 @@ def listening_trials(heard: dict[str, dict[str, dict[str, str]]], excerpts: dict
     return trials
 
 
-def write_listening_page(folder: Path, trials: list[dict], seed: int, title: str, n_per_session: int) -> Path:
-    """Write `folder/listen.html`, the test over the pool `trials` (see `listening_trials`; its paths
-    relative to `folder`) with sessions of `n_per_session` trials; returns its path."""
-    n = min(n_per_session, len(trials))
+def write_listening_page(folder: Path, trials: list[dict], seed: int, title: str, n_per_session: int,
+                         caveats: dict[str, str] | None = None) -> Path:
+    """Write `folder/listen.html` (templates/listen.html), the test over the pool `trials` (see
+    `listening_trials`; its paths relative to `folder`) with sessions of `n_per_session` trials;
+    `caveats` ({method: sentence}) are said on the start screen, for methods in the pool that are not
+    reconstructions to be judged as such (a random-weight generator). Returns its path."""
     data = {"format": FORMAT, "title": title, "seed": seed, "n_per_session": n_per_session, "trials": trials}
-    body = [
-        f"<h1>{esc(title)}</h1>",
-        "<noscript><p>This test needs JavaScript.</p></noscript>",
-        '<form id="intro">',
-        f"<p>Each of the {n} trials plays a music excerpt and two clips, A and B. One of them was "
-        "reconstructed from the brain activity of a person who listened to this excerpt, the other from a "
-        "different excerpt. Listen to all three (as often as you like) and choose the clip that matches the "
-        "excerpt. If unsure, guess. At the end, download your results and send the file back.</p>",
-        '<label>Listener ID <input id="listener" autocomplete="off"></label> '
-        '<button id="start" type="submit" disabled>Start</button> <span id="message"></span>',
-        "</form>",
-        '<section id="trial" hidden>',
-        '<p id="progress"></p>',
-        '<h2>Excerpt</h2><audio id="excerpt" controls preload="auto"></audio>',
-        '<div class="pair">',
-        '<div><h2>A</h2><audio id="audio-A" controls preload="auto"></audio>'
-        '<button id="choose-A" type="button">A matches the excerpt</button></div>',
-        '<div><h2>B</h2><audio id="audio-B" controls preload="auto"></audio>'
-        '<button id="choose-B" type="button">B matches the excerpt</button></div>',
-        "</div></section>",
-        '<section id="done" hidden>',
-        "<p>Done, thank you. Download your results and send the file back.</p>",
-        '<button id="download" type="button">Download results</button>',
-        "<p>If the download does not start, copy this text into a file named listening_&lt;your ID&gt;.json:</p>",
-        '<textarea id="results" readonly></textarea>',
-        "</section>",
-    ]
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body)
-            + f"\n{DATA_TAG}{embedded_json(data)}</script>"
-            + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+    page = render("listen.html", title=title, n=min(n_per_session, len(trials)), caveats=dict(caveats or {}),
+                  data=data)
     write_text(Path(folder) / "listen.html", page)
     return Path(folder) / "listen.html"
 
 
 # ----------------------------------------------------------------- the draw, in Python
 def _fnv1a(text: str) -> int:
-    """FNV-1a (32 bits) over the UTF-16 code units of `text`, as `hash` in DRAW (JavaScript strings are
-    UTF-16: a character beyond U+FFFF is two units)."""
+    """FNV-1a (32 bits) over the UTF-16 code units of `text`, as `hash` in templates/listen.js (JavaScript
+    strings are UTF-16: a character beyond U+FFFF is two units)."""
     units = text.encode("utf-16-le")
     h = 2166136261
     for i in range(0, len(units), 2):
@@ -251,8 +90,8 @@ def _fnv1a(text: str) -> int:
 
 
 def _mulberry32(a: int):
-    """`mulberry32` in DRAW: floats in [0, 1). JavaScript's int32 arithmetic is arithmetic mod 2**32,
-    and `>>>` is `>>` on the unsigned value, so everything is kept in [0, 2**32)."""
+    """`mulberry32` in templates/listen.js: floats in [0, 1). JavaScript's int32 arithmetic is arithmetic
+    mod 2**32, and `>>>` is `>>` on the unsigned value, so everything is kept in [0, 2**32)."""
     def rand() -> float:
         nonlocal a
         a = (a + 0x6D2B79F5) & UINT32
@@ -263,7 +102,7 @@ def _mulberry32(a: int):
 
 
 def _shuffle(items: list, rand) -> list:
-    """`shuffle` in DRAW (Fisher-Yates from the end, in place)."""
+    """`shuffle` in templates/listen.js (Fisher-Yates from the end, in place)."""
     for i in range(len(items) - 1, 0, -1):
         j = int(rand() * (i + 1))
         items[i], items[j] = items[j], items[i]
@@ -273,7 +112,7 @@ def _shuffle(items: list, rand) -> list:
 def listening_session(page: dict, listener: str) -> list[tuple[dict, str]]:
     """The session listen.html shows `listener`: `page` is its data (`seed`, `n_per_session`, the pool
     `trials`); returns (trial of the pool, target position "A" or "B") in the order shown. The same
-    draw as `drawSession` in DRAW, step for step: any change there must be made here."""
+    draw as `drawSession` in templates/listen.js, step for step: any change there must be made here."""
     rand = _mulberry32(_fnv1a(f"{page['seed']}:{listener}"))
     groups: dict[str, list[dict]] = {}  # by method, in the order of first appearance, as JS's Map
     for t in page["trials"]:
@@ -292,15 +131,15 @@ def listening_session(page: dict, listener: str) -> list[tuple[dict, str]]:
 
 
 # ----------------------------------------------------------------- results
-def read_listening(folder: Path, level: float, test_clips: dict[str, list[str]]) -> dict[str, float | int]:
+def read_listening(folder: Path, level: float, test_clips: dict[str, list[str]]) -> list[Result]:
     """Score the result files `folder/*.json` (hidden files skipped) at confidence `level`, against
     `folder/listen.html`, a copy of the page the listeners used; every trial of the page must be one of
     `test_clips` (`{subject: [clip_id, ...]}`, the evaluated run's), or the page is another run's.
 
-    Returns `listening/n_listeners` (distinct listener IDs), per method `listening/<method>/accuracy`
-    (share of trials whose choice was the target's position), `.../accuracy_ci_low`,
-    `.../accuracy_ci_high` (exact Clopper-Pearson interval), `.../n_trials` and `.../n_listeners`, and per
-    subject `<subject>/listening/<method>/accuracy` (with its interval and `n_trials`).
+    Returns rows (section `listening`, the method as set): `n_listeners` (distinct listener IDs), per
+    method `accuracy` (share of trials whose choice was the target's position, with its exact
+    Clopper-Pearson interval), `n_trials` and `n_listeners`, and per subject and method `accuracy` (with
+    its interval) and `n_trials`.
 
     The page's seed and a listener's ID fix that listener's session (`listening_session`), so a file
     is accepted only if it is exactly that session: the page's title and seed, and each trial the one
@@ -341,25 +180,26 @@ def read_listening(folder: Path, level: float, test_clips: dict[str, list[str]])
         rows += [(listener, shown["subject"], shown["method"], answer["choice"] == target)
                  for answer, (shown, target) in zip(result["trials"], session)]
 
-    metrics: dict[str, float | int] = {"listening/n_listeners": len({r[0] for r in rows})}
+    results = [Result("listening", "", "n_listeners", len({r[0] for r in rows}))]
     methods = sorted({r[2] for r in rows})
     for method in methods:
         mine = [r for r in rows if r[2] == method]
-        metrics.update(_scores(f"listening/{method}", [r[3] for r in mine], level))
-        metrics[f"listening/{method}/n_listeners"] = len({r[0] for r in mine})
+        results += _scores(method, None, [r[3] for r in mine], level)
+        results.append(Result("listening", method, "n_listeners", len({r[0] for r in mine})))
     for subject in sorted({r[1] for r in rows}):
         for method in methods:
             mine = [r[3] for r in rows if r[1] == subject and r[2] == method]
             if mine:
-                metrics.update(_scores(f"{subject}/listening/{method}", mine, level))
-    return metrics
+                results += _scores(method, subject, mine, level)
+    return results
 
 
-def _scores(prefix: str, right: list[bool], level: float) -> dict[str, float | int]:
+def _scores(method: str, subject: str | None, right: list[bool], level: float) -> list[Result]:
+    """`accuracy` with its exact binomial interval, and `n_trials`."""
     k, n = sum(right), len(right)
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
-    return {f"{prefix}/accuracy": k / n, f"{prefix}/accuracy_ci_low": float(ci.low),
-            f"{prefix}/accuracy_ci_high": float(ci.high), f"{prefix}/n_trials": n}
+    return [Result("listening", method, "accuracy", k / n, subject, interval=(float(ci.low), float(ci.high)), n=n),
+            Result("listening", method, "n_trials", n, subject)]
 
 
 def _read_page(path: Path) -> dict:

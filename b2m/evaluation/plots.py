@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 
 from b2m.core.clips import GENRES  # noqa: E402
 from b2m.core.io import atomic_path  # noqa: E402
-from b2m.evaluation.summary import CHANCE, decoding_prefixes, genre_sets  # noqa: E402
+from b2m.evaluation.results import CHANCE, Result, Results  # noqa: E402
+from b2m.evaluation.tables import genre_rows, label, scored_sets  # noqa: E402
 
 
 DPI = 150
@@ -42,16 +43,15 @@ def _mark_missing(ax, x: np.ndarray, values: np.ndarray, width: float) -> None:
         ax.text(xi, 0.5, "n/a", ha="center", va="center", fontsize=7, rotation=90, color="#666666")
 
 
-def plot_bars(rows: list[tuple[str, float, float, float]], path: Path, title: str, ylabel: str,
-              chance: float | None) -> None:
-    """A bar per `(label, value, ci_low, ci_high)` (None: not drawn) with its interval (baselines grey),
-    and a dashed chance line."""
+def plot_bars(rows: list[Result], path: Path, title: str, ylabel: str, chance: float | None) -> None:
+    """A bar per row (its value and interval; a missing value drawn as n/a; baselines grey), labelled
+    by its set, and a dashed chance line."""
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 1.5), 4.2))
     x = np.arange(len(rows))
-    table = np.array([r[1:] for r in rows], dtype=float).reshape(len(rows), 3)  # None -> NaN
+    table = np.array([(r.value, *(r.interval or (None, None))) for r in rows], dtype=float).reshape(len(rows), 3)
     values = table[:, 0]
     err = np.stack([values - table[:, 1], table[:, 2] - values])
-    colours = ["#999999" if ("baseline" in r[0] or "shuffled" in r[0]) else "#4c72b0" for r in rows]
+    colours = ["#999999" if r.baseline or r.set == "baseline" else "#4c72b0" for r in rows]
     ax.bar(x, np.nan_to_num(values), color=colours)
     ax.errorbar(x, values, yerr=np.nan_to_num(np.abs(err)), fmt="none", ecolor="black", capsize=4)
     for xi, v, high in zip(x, values, table[:, 2]):
@@ -61,10 +61,13 @@ def plot_bars(rows: list[tuple[str, float, float, float]], path: Path, title: st
     if chance is not None:
         ax.axhline(chance, color="tab:red", linestyle="--", linewidth=1, label=f"chance {chance:g}")
         ax.legend(loc="lower left", bbox_to_anchor=(1.0, 0.0), fontsize=8)  # outside: never over a bar
-    ax.set_xticks(x, [r[0] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(x, [label(r) for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
+    caveats = sorted({r.caveat for r in rows if r.caveat})
+    if caveats:  # said on the figure itself: a figure travels without its table
+        fig.text(0.01, -0.02, "\n".join(f"† {c}" for c in caveats), fontsize=7, va="top")
     _save(fig, path)
 
 
@@ -86,6 +89,26 @@ def plot_per_genre(series: dict[str, dict[str, float | None]], path: Path, title
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
+def plot_heatmap(values: np.ndarray, rows: list[str], columns: list[str], path: Path, title: str,
+                 chance: float | None) -> None:
+    """A `[R, C]` table of values in [0, 1] as colours with the values written in (NaN: `n/a`, grey);
+    the colour scale centred on `chance` (blue above it, red below)."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(columns), 1.2 + 0.34 * len(rows)))
+    centre = 0.5 if chance is None else chance
+    norm = matplotlib.colors.TwoSlopeNorm(vcenter=centre, vmin=0.0, vmax=1.0)
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#eeeeee")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if np.isfinite(v) and abs(v - centre) > 0.35 else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="" if chance is None else f"chance {chance:g}")
+    ax.set_title(title, fontsize=10)
     _save(fig, path)
 
 
@@ -122,31 +145,34 @@ def plot_map(image: nib.Nifti1Image, background: nib.Nifti1Image, path: Path, ti
 
 
 def confusion_file(genre_set: str) -> str:
-    """The confusion matrix PNG of a genre-scored set (`pred`, `retrieval/acoustic`, ...)."""
+    """The confusion matrix PNG of a genre-classified set (`pred`, `retrieval/acoustic`, ...)."""
     return f"confusion_{genre_set.replace('/', '_')}.png"
 
 
-def write_figures(metrics: dict, out_dir: Path) -> list[str]:
-    """The PNGs of an evaluation's tables; returns their file names (relative to `out_dir`)."""
-    names = []
-    rows = [(p, metrics[f"{p}/id_acc"], metrics[f"{p}/id_acc_ci_low"], metrics[f"{p}/id_acc_ci_high"])
-            for p in decoding_prefixes(metrics)]
-    plot_bars(rows, out_dir / "identification.png", "identification accuracy (mean over subjects, "
-              f"{metrics['ci_level']:.0%} bootstrap CI)", "identification accuracy", CHANCE["id_acc"])
-    names.append("identification.png")
-    sets = genre_sets(metrics)
+def write_figures(results: Results, confusions: dict[str, np.ndarray], out_dir: Path) -> list[str]:
+    """The PNGs of an evaluation's results (and the genre `confusions` per set name); returns their file
+    names (relative to `out_dir`)."""
+    level = results.value(section="run", metric="ci_level")
+    plot_bars(scored_sets(results), out_dir / "identification.png",
+              f"identification accuracy (mean over subjects, {level:.0%} bootstrap CI)", "identification accuracy",
+              CHANCE["id_acc"])
+    names = ["identification.png"]
+    sets = genre_rows(results)
     if sets:
-        rows = [(s, metrics[f"genre/{s}/acc"], metrics[f"genre/{s}/acc_ci_low"], metrics[f"genre/{s}/acc_ci_high"])
-                for s in sets]
-        plot_bars(rows, out_dir / "genre_accuracy.png", "genre classification of decoded embeddings",
-                  "accuracy", CHANCE["genre"])
-        series = {s: {g: metrics.get(f"genre/{s}/acc/{g}") for g in GENRES} for s in sets}
-        plot_per_genre(series, out_dir / "genre_per_genre.png", "genre accuracy per genre", "accuracy",
-                       CHANCE["genre"])
+        plot_bars(sets, out_dir / "genre_accuracy.png", "genre classification of decoded embeddings", "accuracy",
+                  CHANCE["genre"])
+        # None (a genre without test clips) -> NaN, drawn as n/a
+        per_genre = np.array([[results.value(section="genre", set=r.set, choice=r.choice, space=r.space, metric="acc",
+                                             part=g, subject=None) for g in GENRES] for r in sets], dtype=float)
+        plot_heatmap(per_genre, [label(r) for r in sets], list(GENRES), out_dir / "genre_per_genre.png",
+                     "genre accuracy per genre (mean over subjects)", CHANCE["genre"])
         names += ["genre_accuracy.png", "genre_per_genre.png"]
-        names += [confusion_file(s) for s in sets]
-    if any(k.startswith("logo/") for k in metrics):
-        series = {f"held-out genre, {w}": {g: metrics.get(f"logo/{g}/{w}") for g in GENRES} for w in ("within", "all")}
+        for name, confusion in confusions.items():
+            plot_confusion(confusion, out_dir / confusion_file(name), f"genre of {name} (all subjects)")
+            names.append(confusion_file(name))
+    if results.select(section="logo", metric="all", subject=None):
+        series = {f"held-out genre, {w}": {g: results.value(section="logo", set=g, metric=w, subject=None)
+                                           for g in GENRES} for w in ("within", "all")}
         plot_per_genre(series, out_dir / "logo.png", "leave-one-genre-out identification", "id_acc", CHANCE["id_acc"])
         names.append("logo.png")
     return names

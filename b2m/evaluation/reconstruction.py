@@ -9,6 +9,7 @@ identified against the stimuli.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ from b2m.core.config import group_config
 from b2m.core.errors import B2MError
 from b2m.core.metrics import Standardiser, derange
 from b2m.core.runs import Run
-from b2m.evaluation.decoding import ScoredSet
+from b2m.evaluation.decoding import Difference, ScoredSet
+from b2m.evaluation.results import RANDOM_GENERATOR
 from b2m.reconstruction import Reconstructions
 from b2m.reconstruction.musicgen.batch import read_generated
 from b2m.reconstruction.retrieval import read_retrieval
 from b2m.reconstruction.selection import read_selection
-from b2m.targets import EmbeddingSpace, build_space, space_by_name
+from b2m.targets import EmbeddingSpace, space_by_name
 from b2m.targets.dataset import clip_targets, embed_files
 
 
@@ -36,42 +38,59 @@ def reconstruction_draws(space: EmbeddingSpace, per_clip: dict[str, list[Path]],
     return embed_files(space, files).reshape(k, len(clip_ids), *space.shape)
 
 
-def read_reconstructions(cfg: DictConfig, run: Run) -> dict[str, Reconstructions]:
+@dataclass(frozen=True)
+class ReconSet:
+    """One set of reconstructions: `kind` (retrieval, generated), brain-guided selection's `choice`
+    (brain, first, random; "" for every rank / sample), the files per subject and clip, and a `caveat`
+    said wherever they are shown (a random-weight generator's audio)."""
+
+    kind: str
+    choice: str
+    files: Reconstructions
+    caveat: str = ""
+
+    @property
+    def label(self) -> str:
+        """`retrieval`, `generated/brain`, ...: the report's folder and column for these files."""
+        return f"{self.kind}/{self.choice}" if self.choice else self.kind
+
+
+def read_reconstructions(cfg: DictConfig, run: Run) -> list[ReconSet]:
     """The retrieval and generation outputs named in the evaluate config, checked against the predictions.
 
     Kinds: `retrieval`, `generated` (every rank / sample) and, where brain-guided selection was made,
-    `<kind>/brain`, `<kind>/first` and `<kind>/random` (one file per clip: the selected candidate, the
-    first and a random one, `b2m.reconstruction.selection`)."""
-    recon: dict[str, Reconstructions] = {}
+    the choices `brain`, `first` and `random` (one file per clip: the selected candidate, the first and a
+    random one, `b2m.reconstruction.selection`)."""
+    recon: list[ReconSet] = []
     for kind, folder in (("retrieval", cfg.retrieval), ("generated", cfg.generated)):
         if not folder:
             continue
         manifest = read_retrieval(folder, sorted(run.subjects)) if kind == "retrieval" else read_generated(folder)
         manifest.check(run)
-        recon[kind] = manifest.files
-        for choice, per_subject in read_selection(manifest).items():
-            recon[f"{kind}/{choice}"] = per_subject
+        caveat = RANDOM_GENERATOR if manifest.random_weights else ""
+        recon.append(ReconSet(kind, "", manifest.files, caveat))
+        recon += [ReconSet(kind, choice, per_subject, caveat)
+                  for choice, per_subject in read_selection(manifest).items()]
     return recon
 
 
-def reconstruction_space(name: str, run: Run) -> EmbeddingSpace:
-    """An audio space by config name: the run's own target config if it builds that space's class
-    (with the run's settings), else `b2m/conf/target/<name>.yaml`."""
-    packaged = space_by_name(name, "spaces")
+def reconstruction_space(name: str, run: Run, own: EmbeddingSpace) -> EmbeddingSpace:
+    """An audio space by config name: the run's own target space `own` if its config builds that space's
+    class (with the run's settings), else `b2m/conf/target/<name>.yaml`."""
     same_class = run.cfg.target.get("_target_") == group_config("target", name)._target_
-    space = build_space(run.cfg.target) if same_class else packaged
+    space = own if same_class else space_by_name(name, "spaces")
     if space.modality != "audio":
         raise B2MError(f"spaces: {name!r} embeds {space.modality}, reconstructions need an audio space")
     return space
 
 
-def reconstruction_sets(run: Run, recon: dict[str, Reconstructions], spaces: dict[str, EmbeddingSpace],
-                        max_draws: int, seed: int) -> dict[str, dict[str, ScoredSet]]:
-    """`sets[subject]["<kind>/<space>"]` (and its `.../shuffled` baseline) for every reconstruction kind
-    and audio space, standardised by the subject's training clips embedded in that space."""
-    sets: dict[str, dict[str, ScoredSet]] = {}
-    for kind, per_subject in recon.items():
-        for subject, per_clip in per_subject.items():
+def reconstruction_sets(run: Run, recon: list[ReconSet], spaces: dict[str, EmbeddingSpace],
+                        max_draws: int, seed: int) -> dict[str, list[ScoredSet]]:
+    """Per subject, a scored set for every reconstruction set and audio space (and its `shuffled`
+    baseline), standardised by the subject's training clips embedded in that space."""
+    sets: dict[str, list[ScoredSet]] = {}
+    for rec in recon:
+        for subject, per_clip in rec.files.items():
             by_id = {c.clip_id: c for c in run.test_clips(subject)}
             ids = [c for c in run.subjects[subject].clip_ids if c in per_clip]
             for name, space in spaces.items():
@@ -79,22 +98,24 @@ def reconstruction_sets(run: Run, recon: dict[str, Reconstructions], spaces: dic
                 training = clip_targets(run.cfg.data, space, run.training_clips(subject))
                 scale = Standardiser.fit(np.stack(list(training.values())))
                 emb = reconstruction_draws(space, per_clip, ids, max_draws)
-                shuffled = ScoredSet(np.stack([derange(d, seed) for d in emb]), true, ids, scale)
-                sets.setdefault(subject, {})[f"{kind}/{name}"] = ScoredSet(emb, true, ids, scale)
+                fields = dict(section="reconstruction", set=rec.kind, choice=rec.choice, space=name,
+                              caveat=rec.caveat)
+                sets.setdefault(subject, []).append(ScoredSet(emb, true, ids, scale, **fields))
                 # The first and random candidates are comparisons for the selected one, not sets of their own.
-                if not kind.endswith(("/first", "/random")):
-                    sets[subject][f"{kind}/{name}/shuffled"] = shuffled
+                if rec.choice not in ("first", "random"):
+                    shuffled = np.stack([derange(d, seed) for d in emb])
+                    sets[subject].append(ScoredSet(shuffled, true, ids, scale, **fields, baseline="shuffled"))
     return sets
 
 
-def selection_differences(recon_sets: dict[str, dict[str, ScoredSet]]) -> dict[str, tuple[str, str]]:
-    """The paired differences that show what brain-guided selection buys: for every selected set
-    `<kind>/brain/<space>`, `<kind>/brain_minus_first/<space>` and `<kind>/brain_minus_random/<space>`."""
-    prefixes = {p for per_subject in recon_sets.values() for p in per_subject}
-    out = {}
-    for prefix in sorted(prefixes):
-        kind, _, rest = prefix.partition("/brain/")
-        if rest and "/" not in rest:
-            for other in ("first", "random"):
-                out[f"{kind}/brain_minus_{other}/{rest}"] = (prefix, f"{kind}/{other}/{rest}")
+def selection_differences(recon_sets: dict[str, list[ScoredSet]]) -> list[Difference]:
+    """The paired differences that show what brain-guided selection buys: for every selected set,
+    `brain_minus_first` and `brain_minus_random` (section `selection`)."""
+    selected = {s.name: s for per_subject in recon_sets.values() for s in per_subject
+                if s.choice == "brain" and not s.baseline}
+    out = []
+    for name, brain in selected.items():
+        for other in ("first", "random"):
+            like = replace(brain, section="selection", choice=f"brain_minus_{other}")
+            out.append(Difference(like, name, replace(brain, choice=other).name))
     return out

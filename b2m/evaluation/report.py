@@ -1,74 +1,98 @@
 """The listening report: static HTML pages that open from file:// with no server.
 
-    report/index.html
+    report/index.html                          templates/report.html
     report/listen.html                         the listening test (b2m.evaluation.listening)
     report/figures/*.png, *.svg                the evaluation's plots (each PNG links to its SVG)
     report/audio/stimuli/<clip_id>.wav         the stimulus excerpt as presented (fades, RMS-normalised)
     report/audio/<kind>/<subject>/<file>       copies of retrieved / generated audio
 
 Every reference is relative and every file is a copy, so the folder can be zipped and
-shared. All text is HTML-escaped. A small inline script marks each player
-`data-state="ok"` once its audio loads (or `"missing"`), and counts them at the top.
+shared. The pages come from templates (b2m.evaluation.templates), which HTML-escape every value. A
+small script marks each player `data-state="ok"` once its audio loads (or `"missing"`), and counts
+them at the top.
+
+A reconstruction kind with a caveat (a random-weight generator's output measures the pipeline, not
+reconstruction) says it at the top of the page and in its column of every clip's table, and is left
+out of the listening test unless `report.listening_random` is set: listeners would otherwise spend
+their trials on clips nobody should read as reconstructions.
 """
 
 from __future__ import annotations
 
-import html
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import soundfile as sf
 from omegaconf import DictConfig
 
-from b2m.data.bids import subject_label
 from b2m.core.clips import Clip
+from b2m.core.io import atomic_path, write_text
+from b2m.core.runs import Run
+from b2m.data.bids import subject_label
 from b2m.data.stimuli import StimulusSet
 from b2m.data.subjects import data_paths
-from b2m.core.runs import Run
-from b2m.reconstruction import Reconstructions
 from b2m.evaluation.listening import listening_trials, write_listening_page
-from b2m.evaluation.summary import (SELECTION_HEADER, TABLE_METRICS, decoding_prefixes, fmt, genre_sets,
-                                    listening_table, selection_rows, with_ci)
-from b2m.core.io import atomic_path, write_text
+from b2m.evaluation.reconstruction import ReconSet
+from b2m.evaluation.tables import Table
+from b2m.evaluation.templates import render
 
 STIMULUS_RATE = 22050  # GTZAN's rate
 
-STYLE = """
-body { font-family: sans-serif; margin: 1.5em; max-width: 1200px; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
-td, th { border: 1px solid #ccc; padding: 3px 8px; font-size: 13px; vertical-align: top; }
-th { background: #f0f0f0; }
-img { max-width: 100%; height: auto; margin: 4px; border: 1px solid #ddd; }
-audio { width: 220px; height: 32px; display: block; }
-audio[data-state="missing"] { outline: 3px solid #d00; }
-.clip { border-top: 2px solid #888; margin-top: 1.2em; }
-.right { color: #080; } .wrong { color: #b00; }
-"""
 
-# Marks every player once its audio has loaded or failed; the status line counts them.
-SCRIPT = """
-(function () {
-  var players = document.querySelectorAll('audio');
-  function update() {
-    var ok = document.querySelectorAll('audio[data-state="ok"]').length;
-    var bad = document.querySelectorAll('audio[data-state="missing"]').length;
-    document.getElementById('audio-status').textContent =
-      ok + ' of ' + players.length + ' audio files loaded, ' + bad + ' missing';
-  }
-  players.forEach(function (a) {
-    function good() { a.setAttribute('data-state', 'ok'); update(); }
-    function bad() { a.setAttribute('data-state', 'missing'); update(); }
-    a.addEventListener('loadedmetadata', good);
-    a.addEventListener('error', bad);
-    if (a.error) { bad(); } else if (a.readyState >= 1) { good(); }
-  });
-  update();
-})();
-"""
+@dataclass(frozen=True)
+class Player:
+    """An audio player: the file's path relative to the report folder, and its label."""
+
+    rel: str
+    label: str
 
 
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
+@dataclass(frozen=True)
+class Column:
+    """A reconstruction kind's column of the per-clip tables, with its caveat ("" if none)."""
+
+    kind: str
+    caveat: str
+
+
+@dataclass
+class ClipRow:
+    """One subject's row of a clip's table: the decoded genre (`mark` "right", "wrong" or "" when not
+    decoded) and, per column, the players."""
+
+    subject: str
+    genre: str
+    mark: str
+    cells: list[list[Player]] = field(default_factory=list)
+
+
+@dataclass
+class ClipSection:
+    """A test clip's section: the clip, its stimulus' path relative to the report folder, its rows."""
+
+    clip: Clip
+    stimulus: str
+    rows: list[ClipRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure as the page shows it: the PNG, linking to its SVG (paths relative to the report folder)."""
+
+    name: str
+    image: str
+    vector: str
+
+
+@dataclass(frozen=True)
+class Listening:
+    """The page's line on the listening test: a `link` to listen.html (and the kinds it `left_out`), or
+    a `note` saying why there is none ("" when there is nothing to say: no reconstructions)."""
+
+    link: bool = False
+    left_out: tuple[str, ...] = ()
+    note: str = ""
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -82,17 +106,13 @@ def _class_name(section) -> str:
     return str((section or {}).get("_target_", "?")).rsplit(".", 1)[-1]
 
 
-def _player(rel: str, label: str) -> str:
-    return f'<div>{esc(label)}<audio controls preload="metadata" src="{esc(rel)}"></audio></div>'
-
-
-def _label(kind: str, n: int, src: Path) -> str:
+def _label(rec: ReconSet, n: int, src: Path) -> str:
     """A player's label: the rank and track of a retrieved file (retrieval links its files to the database
     by default, so the link's target names the track), a sample's index, or the selected candidate."""
-    name = src.resolve().stem if kind.startswith("retrieval") else src.stem
-    if kind.endswith("/brain"):
+    name = src.resolve().stem if rec.kind == "retrieval" else src.stem
+    if rec.choice == "brain":
         return f"selected: {name}"
-    return f"#{n + 1}: {name}" if kind == "retrieval" else f"sample {n}"
+    return f"#{n + 1}: {name}" if rec.kind == "retrieval" else f"sample {n}"
 
 
 def write_stimulus(stimuli: StimulusSet, clip: Clip, dest: Path) -> None:
@@ -102,68 +122,30 @@ def write_stimulus(stimuli: StimulusSet, clip: Clip, dest: Path) -> None:
         sf.write(str(tmp), wave, STIMULUS_RATE, subtype="PCM_16")
 
 
-def metrics_tables(metrics: dict) -> list[str]:
-    """The decoding / reconstruction table and the genre table as HTML."""
-    out = ["<table><tr><th>set</th>" + "".join(f"<th>{esc(m)}</th>" for m in TABLE_METRICS) + "</tr>"]
-    for prefix in decoding_prefixes(metrics):
-        cells = "".join(f"<td>{esc(with_ci(metrics, f'{prefix}/{m}'))}</td>" for m in TABLE_METRICS)
-        out.append(f"<tr><td>{esc(prefix)}</td>{cells}</tr>")
-    out.append("</table>")
-    if selection_rows(metrics):
-        out.append("<p>Brain-guided selection (identification accuracy; the differences are paired):</p><table><tr>"
-                   + "".join(f"<th>{esc(h)}</th>" for h in SELECTION_HEADER) + "</tr>")
-        out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in selection_rows(metrics)]
-        out.append("</table>")
-    if genre_sets(metrics):
-        out.append("<table><tr><th>genre classified from</th><th>accuracy</th><th>top-3</th><th>agreement</th></tr>")
-        for s in genre_sets(metrics):
-            out.append(f"<tr><td>{esc(s)}</td><td>{esc(with_ci(metrics, f'genre/{s}/acc'))}</td>"
-                       f"<td>{esc(fmt(metrics.get(f'genre/{s}/top3')))}</td>"
-                       f"<td>{esc(fmt(metrics.get(f'genre/{s}/agreement')))}</td></tr>")
-        out.append("</table>")
-    return out
-
-
-def listening_html(metrics: dict) -> list[str]:
-    """The human-identification section of index.html (nothing without listening metrics)."""
-    header, rows = listening_table(metrics)
-    if not rows:
-        return []
-    level = f"{metrics.get('ci_level', 0.95):.0%}"
-    out = ["<h2>Human identification (listening test)</h2>",
-           f"<p>Two-alternative forced choice: the share of trials in which listeners picked the excerpt's "
-           f"reconstruction over another clip's (chance 0.5) [{esc(level)} exact binomial interval over "
-           f"trials]; {esc(metrics.get('listening/n_listeners'))} listener(s).</p>",
-           "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
-    return out + ["</table>"]
-
-
-def write_report(folder: Path, run: Run, metrics: dict, figures: list[str], recon: dict[str, Reconstructions],
-                 decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path, seed: int) -> Path:
-    """Write the report folder, with the listening test listen.html when there are reconstructions
-    (`seed` draws its foils and seeds the listeners' orders); returns the path of index.html."""
+def write_report(folder: Path, run: Run, tables: list[Table], figures: list[str], recon: list[ReconSet],
+                 decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path, seed: int,
+                 ci_level: float) -> Path:
+    """Write the report folder: index.html shows `tables` in order, the `figures` (PNG names in
+    `eval_dir`, each beside its SVG) and per test clip the stimulus and each shown set of `recon` (a
+    selection's first and random candidates are only scored, not shown); the sets' caveats are said at
+    the top and in their columns, and `ci_level` is the confidence level of the tables' intervals. The listening test listen.html is written when there are
+    reconstructions to compare (`seed` draws its foils and seeds the listeners' orders); kinds with a
+    caveat are left out of it unless `rcfg.listening_random`. Returns the path of index.html."""
     folder = Path(folder)
     chosen = None if rcfg.subjects is None else {subject_label(s) for s in rcfg.subjects}
     subjects = [s for s in run.subjects if chosen is None or s in chosen]
-    # Per kind, the files shown per clip; a selection's first and random candidates are only scored.
+    # Per set, the files shown per clip: every rank or sample up to the configured count, or the selected one.
     counts = {"retrieval": int(rcfg.retrieved), "generated": int(rcfg.generated)}
-    shown = {kind: counts.get(kind, 1) for kind in recon if not kind.endswith(("/first", "/random"))}
+    shown = [(rec, counts[rec.kind] if not rec.choice else 1) for rec in recon if rec.choice not in ("first", "random")]
+    caveats = {rec.label: rec.caveat for rec, _ in shown if rec.caveat}
     stimuli = StimulusSet(data_paths(run.cfg.data)["stimuli"])
 
-    level = f"{metrics.get('ci_level', 0.95):.0%}"
-    body = [f"<h1>Listening report: {esc(run.path)}</h1>",
-            f"<p id=\"audio-status\">{esc('audio not checked (scripts disabled)')}</p>",
-            f"<p>Subjects: {esc(', '.join(subjects))}. Decoder: {esc(_class_name(run.cfg.get('decoder')))}; "
-            f"target space: {esc(_class_name(run.cfg.target))}. Values: mean over subjects "
-            f"[{esc(level)} bootstrap interval].</p>"]
-    body += metrics_tables(metrics) + listening_html(metrics)
+    shown_figures = []
     for name in figures:
         vector = Path(name).with_suffix(".svg").as_posix()
         for file in (name, vector):
             _copy(eval_dir / file, folder / "figures" / file)
-        # At its own size (wide figures stay readable); the SVG for print.
-        body.append(f'<a href="{esc("figures/" + vector)}"><img src="{esc("figures/" + name)}" alt="{esc(name)}"></a>')
+        shown_figures.append(Figure(name, f"figures/{name}", f"figures/{vector}"))
 
     clips: dict[str, Clip] = {}
     for subject in subjects:
@@ -171,40 +153,54 @@ def write_report(folder: Path, run: Run, metrics: dict, figures: list[str], reco
     # The listening test's pool: rel paths of the stimuli and of each clip's first reconstruction.
     excerpts: dict[str, str] = {}
     heard: dict[str, dict[str, dict[str, str]]] = {}
+    sections = []
     for clip_id in sorted(clips):
         clip = clips[clip_id]
         rel = f"audio/stimuli/{clip_id}.wav"
         write_stimulus(stimuli, clip, folder / rel)
         excerpts[clip_id] = rel
-        body.append(f'<div class="clip"><h3>{esc(clip_id)} ({esc(clip.genre)}, {clip.start:.2f}-{clip.end:.2f} s '
-                    f'of {esc(clip.track_name)})</h3>{_player(rel, "stimulus")}')
-        head = "<tr><th>subject</th><th>decoded genre</th>" + "".join(f"<th>{esc(k)}</th>" for k in shown) + "</tr>"
-        body.append(f"<table>{head}")
+        section = ClipSection(clip, rel)
         for subject in subjects:
             if clip_id not in run.subjects[subject].clip_ids:
                 continue
             genre = decoded_genres.get(subject, {}).get(clip_id)
             mark = "" if genre is None else ("right" if genre == clip.genre else "wrong")
-            cells = [f"<td>{esc(subject)}</td>", f'<td class="{mark}">{esc(genre or "n/a")}</td>']
-            for kind, n_shown in shown.items():
+            row = ClipRow(subject, genre or "n/a", mark)
+            for rec, n_shown in shown:
                 players = []
-                for n, src in enumerate(recon[kind].get(subject, {}).get(clip_id, [])[:n_shown]):
-                    rel = f"audio/{kind}/{subject}/{src.name}"
+                for n, src in enumerate(rec.files.get(subject, {}).get(clip_id, [])[:n_shown]):
+                    rel = f"audio/{rec.label}/{subject}/{src.name}"
                     _copy(src, folder / rel)
                     if n == 0:
-                        heard.setdefault(kind, {}).setdefault(subject, {})[clip_id] = rel
-                    players.append(_player(rel, _label(kind, n, src)))
-                cells.append(f"<td>{''.join(players) or 'none'}</td>")
-            body.append("<tr>" + "".join(cells) + "</tr>")
-        body.append("</table></div>")
+                        heard.setdefault(rec.label, {}).setdefault(subject, {})[clip_id] = rel
+                    players.append(Player(rel, _label(rec, n, src)))
+                row.cells.append(players)
+            section.rows.append(row)
+        sections.append(section)
 
-    trials = listening_trials(heard, excerpts, seed)
-    if trials:
-        write_listening_page(folder, trials, seed, f"b2m listening test: {run.path}", int(rcfg.listening_trials))
-        body.insert(1, '<p><a href="listen.html">listening test</a>: for human listeners, which of two '
-                       'reconstructions matches an excerpt (its results: <code>evaluate.py listening=</code>)</p>')
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc('b2m listening report: ' + run.path.name)}</title><style>{STYLE}</style></head>\n"
-            "<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+    listening = _listening_test(folder, run, heard, excerpts, rcfg, seed, caveats)
+    page = render("report.html", title=f"b2m listening report: {run.path.name}", heading=str(run.path),
+                  subjects=subjects, decoder=_class_name(run.cfg.get("decoder")), target=_class_name(run.cfg.target),
+                  level=f"{ci_level:.0%}", caveats=caveats, tables=tables, listening=listening, figures=shown_figures,
+                  columns=[Column(rec.label, rec.caveat) for rec, _ in shown], clips=sections)
     write_text(folder / "index.html", page)
     return folder / "index.html"
+
+
+def _listening_test(folder: Path, run: Run, heard: dict[str, dict[str, dict[str, str]]], excerpts: dict[str, str],
+                    rcfg: DictConfig, seed: int, caveats: dict[str, str]) -> Listening:
+    """Write listen.html over the kinds `heard` (those with a caveat only if `rcfg.listening_random`),
+    when they make any trial; returns what index.html says about it."""
+    include_all = bool(rcfg.listening_random)
+    left_out = tuple(kind for kind in heard if kind in caveats and not include_all)
+    pool = {kind: files for kind, files in heard.items() if kind not in left_out}
+    if heard and not pool:
+        return Listening(note=f"No listening test: every reconstruction kind here has a caveat "
+                              f"({', '.join(left_out)}); report.listening_random=true includes them.")
+    trials = listening_trials(pool, excerpts, seed)
+    if not trials:
+        return Listening()
+    included = {kind: caveats[kind] for kind in pool if kind in caveats}
+    write_listening_page(folder, trials, seed, f"b2m listening test: {run.path}", int(rcfg.listening_trials),
+                         included)
+    return Listening(link=True, left_out=left_out)

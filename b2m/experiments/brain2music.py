@@ -17,7 +17,6 @@ the reproduction.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from b2m.core.config import choices, compose
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path, write_text
+from b2m.evaluation.results import Result, Results, read_results
 from b2m.jobs.evaluate import evaluate
 from b2m.jobs.train import train
 from b2m.targets import space_by_name
@@ -40,11 +40,20 @@ class Row:
     space: str
     modality: str
     decoder: str
-    metrics: dict
+    results: Results
 
-    def get(self, key: str) -> float:
-        value = self.metrics.get(key)
-        return float("nan") if value is None else float(value)
+    def get(self, metric: str, baseline: str = "") -> Result:
+        """The mean over subjects of the test predictions' `metric` (or of a `baseline`'s)."""
+        return self.results.one(section="decoding", set="baseline" if baseline else "test", baseline=baseline,
+                                metric=metric, subject=None)
+
+    @property
+    def id_acc(self) -> float:
+        return _number(self.get("id_acc").value)
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,12 +96,12 @@ def run_overrides(args: argparse.Namespace, space: str, decoder: str, weights: d
                                    f"out_dir={args.out / f'{space}-{decoder}' / 'run'}"] + extra
 
 
-def run_one(args: argparse.Namespace, space: str, decoder: str, weights: dict[str, str]) -> dict:
-    """Train and evaluate one space x decoder (skipped when its evaluation is on disk); its metrics."""
+def run_one(args: argparse.Namespace, space: str, decoder: str, weights: dict[str, str]) -> Results:
+    """Train and evaluate one space x decoder (skipped when its evaluation is on disk); its results."""
     folder = args.out / f"{space}-{decoder}"
-    done = folder / "evaluate" / "metrics.json"
+    done = folder / "evaluate" / "results.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_results(done)
     if not (folder / "run" / "metrics.json").is_file():
         train(compose("train", run_overrides(args, space, decoder, weights)))
     return evaluate(compose("evaluate", [f"run={folder / 'run'}", f"out_dir={folder / 'evaluate'}",
@@ -107,11 +116,12 @@ def markdown(rows: list[Row], subjects: int) -> str:
              "shuffled-prediction baseline.", "",
              "| space | modality | decoder | id_acc | 95% CI | top-1 | id_acc raw | shuffled |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: -r.get("test/id_acc")):
-        lines.append(f"| {r.space} | {r.modality} | {r.decoder} | {r.get('test/id_acc'):.3f} +- "
-                     f"{r.get('test/id_acc_sd'):.3f} | {r.get('test/id_acc_ci_low'):.3f}-"
-                     f"{r.get('test/id_acc_ci_high'):.3f} | {r.get('test/top1'):.3f} | "
-                     f"{r.get('test/id_acc_raw'):.3f} | {r.get('baseline/shuffled/id_acc'):.3f} |")
+    for r in sorted(rows, key=lambda r: -r.id_acc):
+        acc = r.get("id_acc")
+        low, high = acc.interval
+        lines.append(f"| {r.space} | {r.modality} | {r.decoder} | {_number(acc.value):.3f} +- {_number(acc.sd):.3f} | "
+                     f"{_number(low):.3f}-{_number(high):.3f} | {_number(r.get('top1').value):.3f} | "
+                     f"{_number(r.get('id_acc_raw').value):.3f} | {_number(r.get('id_acc', 'shuffled').value):.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,15 +131,15 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(rows, key=lambda r: r.get("test/id_acc"))
+    rows = sorted(rows, key=lambda r: r.id_acc)
     y = np.arange(len(rows))
-    acc = np.array([r.get("test/id_acc") for r in rows])
-    low = acc - np.array([r.get("test/id_acc_ci_low") for r in rows])
-    high = np.array([r.get("test/id_acc_ci_high") for r in rows]) - acc
+    acc = np.array([r.id_acc for r in rows])
+    low = acc - np.array([_number(r.get("id_acc").interval[0]) for r in rows])
+    high = np.array([_number(r.get("id_acc").interval[1]) for r in rows]) - acc
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
     colours = ["tab:blue" if r.modality == "audio" else "tab:orange" for r in rows]
     ax.barh(y, acc - 0.5, left=0.5, color=colours, xerr=[low, high], capsize=3)
-    ax.scatter([r.get("baseline/shuffled/id_acc") for r in rows], y, marker="|", color="black", s=120,
+    ax.scatter([_number(r.get("id_acc", "shuffled").value) for r in rows], y, marker="|", color="black", s=120,
                label="shuffled baseline", zorder=3)
     ax.axvline(0.5, color="grey", lw=1, ls="--")
     ax.set_yticks(y, [f"{r.space} ({r.decoder})" for r in rows])
@@ -149,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         pairs = [(s, d) for s in args.spaces for d in args.decoders]
         for space, decoder in tqdm(pairs, desc="brain2music", unit="run"):
-            metrics = run_one(args, space, decoder, weights)
-            rows.append(Row(space, space_by_name(space).modality, decoder, metrics))
+            rows.append(Row(space, space_by_name(space).modality, decoder, run_one(args, space, decoder, weights)))
         subjects = len(compose("train", list(args.overrides)).data.subjects)
         write_text(args.out / "table.md", markdown(rows, subjects))
         plot(rows, args.out / "table.png")

@@ -2,6 +2,7 @@
 
 Writes a folder `.<name>.partial` beside `out_dir` and renames it onto `out_dir` at the end (a
 failed or killed evaluation leaves the previous one, or nothing). `out_dir` holds:
+  results.json   the results as rows (`b2m.evaluation.results`), which everything below renders
   metrics.json   decoding metrics per subject and across subjects with bootstrap 95% intervals and
                  baselines; reconstruction metrics (retrieved / generated audio) in audio spaces; genre
                  class agreement; leave-one-genre-out; encoding-model summaries (when enabled); human
@@ -14,7 +15,6 @@ failed or killed evaluation leaves the previous one, or nothing). `out_dir` hold
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from b2m.core import outputs
 from b2m.core.config import check_values, choices
 from b2m.core.errors import B2MError
 from b2m.core.io import write_json
-from b2m.core.runs import load_run
+from b2m.core.runs import Run, load_run
 from b2m.data.bids import subject_label
 from b2m.jobs import tracking
 from b2m.evaluation.decoding import decoding_sets, score_sets
@@ -33,14 +33,17 @@ from b2m.evaluation.genre import genre_section
 from b2m.evaluation.listening import read_listening
 from b2m.evaluation.logo import logo_section
 from b2m.evaluation.plots import write_figures
-from b2m.evaluation.reconstruction import (read_reconstructions, reconstruction_sets, reconstruction_space,
+from b2m.evaluation.reconstruction import (ReconSet, read_reconstructions, reconstruction_sets, reconstruction_space,
                                            selection_differences)
 from b2m.evaluation.report import write_report
+from b2m.evaluation.results import Result, Results
 from b2m.evaluation.summary import write_summary
+from b2m.evaluation.tables import tables
+from b2m.targets import EmbeddingSpace, build_space
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Score the run `cfg.run`; writes `cfg.out_dir` (see the module doc) and returns the metrics."""
+def evaluate(cfg: DictConfig) -> Results:
+    """Score the run `cfg.run`; writes `cfg.out_dir` (see the module doc) and returns the results."""
     check_values(cfg)
     run = load_run(cfg.run)
     final = Path(cfg.out_dir)
@@ -58,50 +61,56 @@ def evaluate(cfg: DictConfig) -> dict:
                        f"of {run.path} (it has {', '.join(run.subjects)})")
     # Listening-test results are read now: a bad file is an error before anything is written.
     test_clips = {subject: p.clip_ids for subject, p in run.subjects.items()}
-    listening = read_listening(Path(str(cfg.listening)), float(cfg.ci_level), test_clips) if cfg.listening else {}
+    listening = read_listening(Path(str(cfg.listening)), float(cfg.ci_level), test_clips) if cfg.listening else []
     recon = read_reconstructions(cfg, run)
     outputs.remove_output(work, "evaluate")  # left by a killed evaluation
-    spaces = {name: reconstruction_space(name, run) for name in cfg.spaces} if recon else {}
+    # One object per space for the whole evaluation: a model space loads its weights once.
+    own = build_space(run.cfg.target)
+    spaces = {name: reconstruction_space(name, run, own) for name in cfg.spaces} if recon else {}
 
     try:
         outputs.mark(work, "evaluate")
-        metrics = _write(cfg, run, recon, spaces, listening, work)
+        results = _write(cfg, run, recon, own, spaces, listening, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     outputs.replace_output(work, final, "evaluate")
     if cfg.wandb:
-        tracking.log_evaluation(run.cfg, run.path, metrics)
-    return metrics
+        tracking.log_evaluation(run.cfg, run.path, results.flat())
+    return results
 
 
-def _write(cfg: DictConfig, run, recon: dict, spaces: dict, listening: dict, out_dir: Path) -> dict:
-    """Everything the evaluation writes, into `out_dir`; returns the metrics."""
+def _write(cfg: DictConfig, run: Run, recon: list[ReconSet], own: EmbeddingSpace, spaces: dict[str, EmbeddingSpace],
+           listening: list[Result], out_dir: Path) -> Results:
+    """Everything the evaluation writes, into `out_dir`; returns the results."""
     seed, n_boot, level = int(cfg.seed), int(cfg.n_boot), float(cfg.ci_level)
+    results = Results([Result("run", "", "n_test_clips", len(next(iter(run.subjects.values())).clip_ids)),
+                       Result("run", "", "n_boot", n_boot), Result("run", "", "ci_level", level)])
     sets = decoding_sets(run, seed)
     recon_sets = reconstruction_sets(run, recon, spaces, int(cfg.max_draws), seed)
     for subject, extra in recon_sets.items():
-        sets[subject].update(extra)
-    metrics: dict = {"n_test_clips": len(next(iter(run.subjects.values())).clip_ids), "n_boot": n_boot,
-                     "ci_level": level, **score_sets(sets, n_boot, seed, level, selection_differences(recon_sets))}
+        sets[subject] += extra
+    results.add(score_sets(sets, n_boot, seed, level, selection_differences(recon_sets)))
     notes: list[str] = []
     decoded_genres: dict[str, dict[str, str]] = {}
+    confusions = {}
     if cfg.genre:
-        rows, decoded_genres = genre_section(run, recon_sets, spaces, out_dir, n_boot, seed, level)
-        metrics.update(rows)
+        genre = genre_section(run, own, recon_sets, spaces, n_boot, seed, level)
+        results.add(genre.rows)
+        decoded_genres, confusions = genre.decoded, genre.confusions
     if cfg.logo:
-        rows, note = logo_section(run)
-        metrics.update(rows)
+        rows, note = logo_section(run, own)
+        results.add(rows)
         notes.append(note)
     if cfg.encoding.enabled:
-        metrics.update(encoding_analysis(run.cfg.data, cfg.encoding, out_dir / "encoding", seed))
-    metrics.update(listening)
-    # Strict JSON: an undefined value (e.g. an interval with no finite resample) is null, not NaN.
-    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
-    write_json(out_dir / "metrics.json", metrics)
+        results.add(encoding_analysis(run.cfg.data, cfg.encoding, out_dir / "encoding", seed))
+    results.add(listening)
+    write_json(out_dir / "metrics.json", results.flat())
+    results.write(out_dir / "results.json")
 
-    figures = write_figures(metrics, out_dir)
-    write_summary(out_dir / "summary.md", metrics, figures, notes)
+    figures = write_figures(results, confusions, out_dir)
+    write_summary(out_dir / "summary.md", results, figures, notes)
     if cfg.report.enabled:
-        write_report(out_dir / "report", run, metrics, figures, recon, decoded_genres, cfg.report, out_dir, seed)
-    return metrics
+        write_report(out_dir / "report", run, tables(results), figures, recon, decoded_genres, cfg.report, out_dir,
+                     seed, level)
+    return results

@@ -38,9 +38,9 @@ from b2m.core.io import write_json
 from b2m.core.metrics import Standardiser, aggregate_subjects, metrics_table
 from b2m.data.bids import subject_label
 from b2m.data.datamodule import BrainDataModule
+from b2m.data.nifti import write_map
 from b2m.data.subjects import load_subject
 from b2m.decoders import Decoder, build_decoder, save_decoder
-from b2m.evaluation.encoding import write_map
 from b2m.targets import build_space
 from b2m.targets.dataset import clip_targets
 

@@ -3,8 +3,10 @@
 Input: a training run's predictions (`b2m.core.runs`), `pred` float32 [N, L, D] per subject.
 Output: `<out_dir>/<subject>/<clip_id>_<k>.wav` (32 kHz, k < n_samples) and
 `<out_dir>/manifest.jsonl`, one JSON record per wav (`subject`, `clip_id`, `k`, `path`
-relative to out_dir, `seed`, `config_hash`, `input_hash` (`SubjectPredictions.input_hash`), the wav's
-`sha256`, `duration_s`, and the engine's resolved `precision` and `attention`). Every rank writes
+relative to out_dir, `seed`, `config_hash`, `input_hash` (`SubjectPredictions.input_hash`) and the
+`predictions` file it hashes a row of, the wav's
+`sha256`, `duration_s`, the engine's resolved `precision` and `attention`, and `random_weights`: made
+by a random-weight generator, whose audio evaluation labels as such). Every rank writes
 its records to a `.manifest.part-*.jsonl` after each batch, so a killed run keeps every
 finished wav; a rerun redoes only what is missing, changed since it was written (its sha256), or made
 with another configuration or input.
@@ -31,6 +33,7 @@ from b2m.core.clips import sanitise
 from b2m.core.errors import B2MError
 from b2m.core.io import atomic_path, file_digest, write_text
 from b2m.core.runs import read_predictions
+from b2m.reconstruction.musicgen.builders import RANDOM_GENERATORS
 from b2m.reconstruction.musicgen.codec import decode_codes
 from b2m.reconstruction.musicgen.lm import MusicGenLM, SamplingConfig
 from b2m.reconstruction.musicgen.probe import Engine
@@ -57,6 +60,7 @@ class Job:
     index: int  # row of the subject's `pred` array
     input_hash: str  # hash of that row, so new predictions are regenerated
     path: str  # relative to out_dir
+    predictions: str  # the prediction file (absolute), which evaluation checks the input hash against
 
 
 def stable_seed(base_seed: int, subject: str, clip_id: str, k: int) -> int:
@@ -74,8 +78,11 @@ def config_hash(gen: DictConfig, engine: Engine) -> str:
 
 def wav_done(path: Path, record: dict | None, cfg_hash: str, input_hash: str) -> bool:
     """True if `record` describes `path` as made with this configuration from this input, and the file
-    is still the one it describes (same sha256: not swapped, cut or overwritten since)."""
+    is still the one it describes (same sha256: not swapped, cut or overwritten since). A record of an
+    older b2m, which did not say whether the generator had random weights, is redone."""
     if record is None or record.get("config_hash") != cfg_hash or record.get("input_hash") != input_hash:
+        return False
+    if not isinstance(record.get("random_weights"), bool):
         return False
     try:
         return file_digest(path) == record.get("sha256")
@@ -145,7 +152,8 @@ class GenerationModule(pl.LightningModule):
                 sf.write(str(tmp), wave, rate, subtype="PCM_16")
                 digest = file_digest(tmp)
             rec = asdict(job) | {"config_hash": self.cfg_hash, "sha256": digest, "duration_s": len(wave) / rate,
-                                 "precision": self.engine.precision, "attention": self.engine.attention}
+                                 "precision": self.engine.precision, "attention": self.engine.attention,
+                                 "random_weights": self.gen.name in RANDOM_GENERATORS}
             rec.pop("index")
             records.append(rec)
         self.records.extend(records)
@@ -178,7 +186,7 @@ def plan_jobs(gen: DictConfig, files: Sequence[Path], cond_dim: int) -> tuple[li
             input_hash = p.input_hash(index)
             for k in range(int(gen.n_samples)):
                 jobs.append(Job(subject, clip_id, k, stable_seed(int(gen.seed), subject, clip_id, k), index,
-                                input_hash, f"{subject}/{name}_{k}.wav"))
+                                input_hash, f"{subject}/{name}_{k}.wav", str(Path(file).resolve())))
     return jobs, preds
 
 
@@ -213,6 +221,11 @@ def read_generated(folder: str | Path) -> Manifest:
                 raise ValueError(f"sample {k} of {subject} {clip_id} listed twice")
             samples[(subject, clip_id)][k] = path
             out.digests[path] = str(rec["sha256"])
+            if not isinstance(rec["random_weights"], bool):
+                raise ValueError(f"random_weights = {rec['random_weights']!r}")
+            out.random_weights |= rec["random_weights"]
+            if out.made_from.setdefault(subject, Path(rec["predictions"])) != Path(rec["predictions"]):
+                raise ValueError(f"samples of {subject} made from two prediction files")
             inputs = out.inputs.setdefault(subject, {})
             if inputs.setdefault(clip_id, str(rec["input_hash"])) != str(rec["input_hash"]):
                 raise ValueError(f"samples of {subject} {clip_id} made from different predictions")

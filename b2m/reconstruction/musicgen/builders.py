@@ -21,9 +21,14 @@ from b2m.reconstruction.musicgen.loaders import (codec_from_audiocraft, lm_from_
                                                  load_transformers)
 from b2m.targets.pretrained import model_folder, random_musicgen
 
+# The generators built with seeded random weights (offline): their audio tests the pipeline, and
+# evaluation labels it so (it is noise, not a reconstruction).
+RANDOM_GENERATORS = ("tiny", "small")
+
+
 def build_generator(gen: DictConfig) -> tuple[MusicGenLM, Any]:
     """(LM in fp32, EnCodec model) for `generator.name` tiny|small (random) or pretrained."""
-    if gen.name in ("tiny", "small"):
+    if gen.name in RANDOM_GENERATORS:
         model = random_musicgen(gen.name)
         return lm_from_transformers(model, f"random {gen.name}"), model.audio_encoder
     if gen.name != "pretrained":
