@@ -72,14 +72,6 @@ def identification_per_clip(pred, true, target=None) -> torch.Tensor:
     return wins / (c.shape[1] - 1)
 
 
-def identification_accuracy(pred, true) -> float:
-    """Mean over clips of the fraction of other clips beaten by the right one, a tie counting half
-    (chance 0.5)."""
-    if len(pred) < 2:
-        raise ValueError("identification accuracy needs at least 2 clips")
-    return float(identification_per_clip(pred, true).mean())
-
-
 def identification_against(pred, true, target) -> float:
     """Identification accuracy of queries `pred` `[n, L, D]` among candidates `true` `[M, L, D]`, query
     i's right candidate being `true[target[i]]` (the mean of `identification_per_clip`)."""
@@ -97,12 +89,6 @@ def top_k_per_clip(pred, true, k: int) -> torch.Tensor:
     return ((k - better) / (ties + 1)).clamp(0, 1)
 
 
-def top_k_accuracy(pred, true, k: int) -> float:
-    """Fraction of clips whose true embedding is among the `k` best-correlated with the prediction
-    (the mean of `top_k_per_clip`)."""
-    return float(top_k_per_clip(pred, true, k).mean())
-
-
 def cosine_per_clip(pred, true) -> torch.Tensor:
     """Cosine similarity of each prediction with its true embedding: `[N]`."""
     return torch.nn.functional.cosine_similarity(_flat(pred), _flat(true), dim=1)
@@ -115,11 +101,6 @@ def mean_pearson(pred, true) -> float:
     t = t - t.mean(dim=0)
     r = (p * t).sum(dim=0) / (p.norm(dim=0) * t.norm(dim=0)).clamp_min(1e-12)
     return float(r.mean())
-
-
-def mean_cosine(pred, true) -> float:
-    """Cosine similarity of each prediction with its true embedding, averaged over clips."""
-    return float(cosine_per_clip(pred, true).mean())
 
 
 def decoding_metrics(pred, true, scale: Standardiser) -> dict[str, float]:
@@ -210,21 +191,24 @@ class DecodingMetric(torchmetrics.Metric):
         return torch.tensor(METRICS[self.name](preds.cpu(), targets.cpu()))
 
 
-METRICS = {
-    "id_acc": identification_accuracy,
-    "top1": lambda p, t: top_k_accuracy(p, t, 1),
-    "top5": lambda p, t: top_k_accuracy(p, t, 5),
-    "pearson": mean_pearson,
-    "cosine": mean_cosine,
-}
 # The metrics that are means over clips of a per-clip value (each clip a query against all N clips as
-# candidates): the bootstrap resamples these values (`b2m.evaluation.bootstrap`).
+# candidates): the bootstrap resamples these values (`b2m.evaluation.bootstrap`). A metric added here is
+# scored, resampled and shown everywhere an evaluation is (metrics.json, summary.md, report, terminal).
 PER_CLIP = {
     "id_acc": identification_per_clip,
     "top1": lambda p, t: top_k_per_clip(p, t, 1),
     "top5": lambda p, t: top_k_per_clip(p, t, 5),
     "cosine": cosine_per_clip,
 }
+
+
+def _mean_over_clips(per_clip):
+    return lambda pred, true: float(per_clip(pred, true).mean())
+
+
+# Every metric: the per-clip ones' means over clips (identification needs 2 clips: NaN for one), and
+# Pearson r per dimension across clips, which has no per-clip part.
+METRICS = {**{name: _mean_over_clips(f) for name, f in PER_CLIP.items()}, "pearson": mean_pearson}
 # The metrics that standardisation changes, reported on raw vectors too as `<name>_raw`.
 RAW_METRICS = ("id_acc", "top1", "top5", "cosine")
 METRIC_KEYS = (*METRICS, *(f"{name}_raw" for name in RAW_METRICS))

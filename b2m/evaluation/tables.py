@@ -48,7 +48,8 @@ def label(row: Result) -> str:
 
 
 def _notes(rows: list[Result]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(f"{CAVEAT_MARK.strip()} {r.name}: {r.caveat}" for r in rows if r.caveat))
+    """One note per distinct caveat of `rows` (the rows carry its mark)."""
+    return tuple(f"{CAVEAT_MARK.strip()} {caveat}" for caveat in dict.fromkeys(r.caveat for r in rows if r.caveat))
 
 
 def scored_sets(results: Results) -> list[Result]:
