@@ -18,4 +18,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -e ".[dev]"
 # The demo's synthesizer declares pyaudio (a PortAudio build) only for playback, which b2m never uses.
 "${pip[@]}" --no-deps "tinysoundfont>=0.3"
+# musicnn's trained checkpoints (b2m.targets.musicnn reads them without TensorFlow). Its metadata pins
+# TensorFlow 1 and numpy < 1.17, which b2m never imports from it.
+"${pip[@]}" --no-deps "musicnn==0.1.0"
 echo "$want" > "$stamp"

@@ -145,6 +145,13 @@ def test_reconstructions_are_scored_against_the_stimuli(tuned_run, tmp_path):
     for kind in ("retrieval", "generated"):
         assert 0 <= metrics[f"genre/{kind}/acoustic/acc"] <= 1
         assert (tmp_path / "ev" / f"confusion_{kind}_acoustic.png").exists()
+    # A trained tagger hears the stimulus's own track in the retrieved audio, and not in the noise.
+    r = {name: metrics[f"tags/{name}/taggram_r"] for name in ("retrieval", "retrieval/shuffled", "generated",
+                                                            "stimulus_track")}
+    assert r["retrieval"] > 0.9 and metrics["tags/retrieval/taggram_r_ci_low"] > metrics[
+        "tags/retrieval/shuffled/taggram_r_ci_high"]
+    assert r["generated"] < r["retrieval"] and 0 <= metrics["tags/retrieval/top5_overlap"] <= 1
+    assert metrics["tags/stimulus_track/genre_tag"] >= metrics["tags/generated/genre_tag"]
     # Noise from a random-weight generator is said to be that wherever it is shown.
     results = read_results(tmp_path / "ev" / "results.json")
     generated = [r for r in results if r.set == "generated"]
@@ -153,7 +160,7 @@ def test_reconstructions_are_scored_against_the_stimuli(tuned_run, tmp_path):
     line = next(x for x in terminal_lines(results) if x.startswith("generated/acoustic/id_acc"))
     assert RANDOM_GENERATOR in line
     summary = (tmp_path / "ev" / "summary.md").read_text()
-    assert "| generated/acoustic † |" in summary and summary.count(f"† {RANDOM_GENERATOR}") == 2  # decoding, genre
+    assert "| generated/acoustic † |" in summary and summary.count(f"† {RANDOM_GENERATOR}") == 3  # decoding, genre, tags
 
 
 def test_generation_from_a_sibling_run_is_checked_against_its_own_predictions(tuned_run, tmp_path):

@@ -373,7 +373,7 @@ def evaluated(tuned_run, tmp_path_factory) -> tuple[Path, list[str]]:
     tmp = tmp_path_factory.mktemp("listening")
     retrieval = write_recon(tuned_run, tmp / "retr", "retrieval", stimulus=True)
     generated = write_recon(tuned_run, tmp / "gen", "generated", stimulus=False)
-    base = [f"run={tuned_run}", "n_boot=20", "logo=false", "genre=false", "wandb=false"]
+    base = [f"run={tuned_run}", "n_boot=20", "logo=false", "genre=false", "wandb=false", "tags.enabled=false"]
     evaluate(compose("evaluate", [*base, f"out_dir={tmp / 'ev'}", f"retrieval={retrieval}",
                                   f"generated={generated}", "report.retrieved=1", "report.generated=1",
                                   f"report.listening_trials={SESSION}", "report.listening_random=true"]))

@@ -92,6 +92,14 @@ def report(tuned_run, tmp_path_factory) -> Path:
     return moved / "index.html"
 
 
+def test_every_player_lists_its_top_tags(report):
+    """The tagger's top tags of the stimulus and of every reconstruction shown beside its player."""
+    text = report.read_text()
+    assert text.count('<div class="tags">tags: ') == 20 * (1 + 2 + 1)
+    first = text[text.index('<div class="clip">'):]
+    assert len(first[first.index('<div class="tags">tags: '):].split("</div>")[0].split(", ")) == 5  # tags.top_k
+
+
 def test_report_files_are_relative_copies(report):
     page = Page()
     page.feed(report.read_text())

@@ -112,7 +112,8 @@ def test_retrieve_with_brain_selection_then_evaluate(tuned_run, tmp_path):
     for clip_id, clip in manifest["clips"].items():
         assert chosen["clips"][clip_id]["candidates"] == [h["file"] for h in clip["ranks"]]
     metrics = evaluate(compose("evaluate", [f"run={tuned_run}", f"retrieval={out}", f"out_dir={tmp_path / 'ev'}",
-                                            "n_boot=50", "logo=false", "genre=false", "report.enabled=false"])).flat()
+                                            "n_boot=50", "logo=false", "genre=false", "report.enabled=false",
+                                            "tags.enabled=false"])).flat()
     for kind in ("brain", "first", "random"):
         key = f"retrieval/{kind}/acoustic/id_acc"
         assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
@@ -133,7 +134,7 @@ def test_retrieve_with_brain_selection_then_evaluate(tuned_run, tmp_path):
 def _rank1(tuned_run: Path, retrieval: Path, out: Path) -> dict:
     return evaluate(compose("evaluate", [f"run={tuned_run}", f"retrieval={retrieval}", f"out_dir={out}",
                                          "n_boot=50", "logo=false", "genre=false", "report.enabled=false",
-                                         "max_draws=1"])).flat()
+                                         "max_draws=1", "tags.enabled=false"])).flat()
 
 
 def test_paired_differences_share_the_bootstrap_draws():

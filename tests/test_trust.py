@@ -26,7 +26,7 @@ def job(name: str, capsys, *overrides: str) -> tuple[int, str]:
 
 
 def fast_evaluation() -> list[str]:
-    return ["n_boot=20", "report.enabled=false", "logo=false", "genre=false"]
+    return ["n_boot=20", "report.enabled=false", "logo=false", "genre=false", "tags.enabled=false"]
 
 
 @pytest.fixture

@@ -281,6 +281,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.preprocess.auto_threshold": _interval(0, 1),
     "n_boot": _COUNT, "ci_level": _interval(0, 1, lo_open=True, hi_open=True), "max_draws": _COUNT,
     "report.listening_trials": _COUNT,
+    "tags.weights": _one_of("mtt", "msd"), "tags.top_k": _interval(1, 50, integer=True),
     "encoding.n_folds": _interval(2, integer=True), "encoding.delays_tr": _DELAYS, "encoding.alphas": _POSITIVE,
     "encoding.n_perm": _interval(0, integer=True), "encoding.fdr_q": _interval(0, 1, lo_open=True, hi_open=True),
     "encoding.top_k": _COUNT, "encoding.partition.ratios": _POSITIVE,

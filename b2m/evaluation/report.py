@@ -35,6 +35,7 @@ from b2m.data.subjects import data_paths
 from b2m.evaluation.listening import listening_trials, write_listening_page
 from b2m.evaluation.reconstruction import ReconSet
 from b2m.evaluation.tables import Table
+from b2m.evaluation.tags import TagResults
 from b2m.evaluation.templates import render
 
 STIMULUS_RATE = 22050  # GTZAN's rate
@@ -46,6 +47,7 @@ class Player:
 
     rel: str
     label: str
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class ClipSection:
 
     clip: Clip
     stimulus: str
+    tags: tuple[str, ...] = ()
     rows: list[ClipRow] = field(default_factory=list)
 
 
@@ -124,11 +127,12 @@ def write_stimulus(stimuli: StimulusSet, clip: Clip, dest: Path) -> None:
 
 def write_report(folder: Path, run: Run, tables: list[Table], figures: list[str], recon: list[ReconSet],
                  decoded_genres: dict[str, dict[str, str]], rcfg: DictConfig, eval_dir: Path, seed: int,
-                 ci_level: float) -> Path:
+                 ci_level: float, tags: TagResults | None = None) -> Path:
     """Write the report folder: index.html shows `tables` in order, the `figures` (PNG names in
     `eval_dir`, each beside its SVG) and per test clip the stimulus and each shown set of `recon` (a
     selection's first and random candidates are only scored, not shown); the sets' caveats are said at
-    the top and in their columns, and `ci_level` is the confidence level of the tables' intervals. The listening test listen.html is written when there are
+    the top and in their columns, and `ci_level` is the confidence level of the tables' intervals; `tags`
+    gives each stimulus's and reconstruction's top tags, listed beside its player. The listening test listen.html is written when there are
     reconstructions to compare (`seed` draws its foils and seeds the listeners' orders); kinds with a
     caveat are left out of it unless `rcfg.listening_random`. Returns the path of index.html."""
     folder = Path(folder)
@@ -159,7 +163,7 @@ def write_report(folder: Path, run: Run, tables: list[Table], figures: list[str]
         rel = f"audio/stimuli/{clip_id}.wav"
         write_stimulus(stimuli, clip, folder / rel)
         excerpts[clip_id] = rel
-        section = ClipSection(clip, rel)
+        section = ClipSection(clip, rel, tuple(tags.stimuli.get(clip_id, ())) if tags else ())
         for subject in subjects:
             if clip_id not in run.subjects[subject].clip_ids:
                 continue
@@ -173,7 +177,7 @@ def write_report(folder: Path, run: Run, tables: list[Table], figures: list[str]
                     _copy(src, folder / rel)
                     if n == 0:
                         heard.setdefault(rec.label, {}).setdefault(subject, {})[clip_id] = rel
-                    players.append(Player(rel, _label(rec, n, src)))
+                    players.append(Player(rel, _label(rec, n, src), tuple(tags.files.get(src, ())) if tags else ()))
                 row.cells.append(players)
             section.rows.append(row)
         sections.append(section)

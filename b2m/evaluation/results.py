@@ -9,8 +9,9 @@ renderer selects rows by their fields (`Results.select`).
 
 A row names what was scored by fields, not by a string:
 
-    section   decoding | reconstruction | selection | genre | logo | encoding | listening | run
+    section   decoding | reconstruction | selection | genre | tags | logo | encoding | listening | run
     set       test, baseline, retrieval, generated (a reconstruction kind), true / pred (genre),
+              stimulus_track (tags),
               a genre (logo), a space, a space pair or noise_ceiling (encoding), a listening method
     choice    brain-guided selection's candidate (brain, first, random) or paired difference
               (brain_minus_first, brain_minus_random); a variance partition's part (encoding)
@@ -40,10 +41,10 @@ from b2m.core.errors import B2MError
 from b2m.core.io import read_json_object, write_json
 
 FORMAT = "b2m-results/1"
-SECTIONS = ("run", "decoding", "reconstruction", "selection", "genre", "logo", "encoding", "listening")
+SECTIONS = ("run", "decoding", "reconstruction", "selection", "genre", "tags", "logo", "encoding", "listening")
 # The flat key's first part, per section (`encoding/<subject>/...` puts the subject after it).
 PREFIX = {"run": "", "decoding": "", "reconstruction": "", "selection": "", "genre": "genre/",
-          "logo": "logo/", "encoding": "encoding/", "listening": "listening/"}
+          "tags": "tags/", "logo": "logo/", "encoding": "encoding/", "listening": "listening/"}
 # Chance levels: identification (two-alternative) and genre classification (one of ten).
 CHANCE = {"id_acc": 0.5, "genre": 1 / len(GENRES)}
 RANDOM_GENERATOR = "random-weight generator: measures the pipeline, not reconstruction"

@@ -105,6 +105,21 @@ def genre_table(results: Results) -> Table | None:
                  "the true embedding.", ["set", "accuracy", "top-3", "agreement"], rows, _notes(sets))
 
 
+def tag_table(results: Results) -> Table | None:
+    """Tag agreement of every reconstruction set, its shuffled baseline and the stimulus-track ceiling."""
+    rows = results.select(section="tags", subject=None)
+    metrics = list(dict.fromkeys(r.metric for r in rows))
+    sets = [r for r in rows if r.metric == metrics[0]] if rows else []
+    if not sets:
+        return None
+    return Table("Tag agreement (musicnn)",
+                 "A trained music tagger (musicnn) tags each stimulus excerpt and each reconstruction; per clip, the "
+                 "Pearson r of the two taggrams over the 50 tags, the share of the stimulus's top tags among the "
+                 "reconstruction's, and the same top genre tag; `stimulus_track` (the track the excerpt was cut "
+                 "from) is the ceiling.", ["set", *metrics],
+                 [[label(r)] + [with_ci(results.sibling(r, m)) for m in metrics] for r in sets], _notes(sets))
+
+
 def listening_table(results: Results, level: float) -> Table | None:
     """The human-identification table: one row per method over all subjects, then per subject and method."""
     overall = results.select(section="listening", metric="accuracy", subject=None)
@@ -143,7 +158,7 @@ def encoding_table(results: Results) -> Table | None:
 def tables(results: Results) -> list[Table]:
     """Every table of an evaluation, in the order summary.md and the report show them."""
     level = results.value(section="run", metric="ci_level")
-    found = [decoding_table(results), selection_table(results), genre_table(results),
+    found = [decoding_table(results), selection_table(results), genre_table(results), tag_table(results),
              listening_table(results, level), logo_table(results), encoding_table(results)]
     return [t for t in found if t is not None]
 
@@ -169,6 +184,9 @@ def terminal_lines(results: Results) -> list[str]:
     for row in results.select(section=("reconstruction", "selection"), baseline="", metric="id_acc", subject=None):
         caveat = f"; {row.caveat}" if row.caveat else ""
         lines.append(f"{row.name}/id_acc = {fmt(row.value)} ({ci(row)}{caveat})")
+    for row in results.select(section="tags", baseline="", metric="taggram_r", subject=None):
+        caveat = f"; {row.caveat}" if row.caveat else ""
+        lines.append(f"tags/{row.name}/taggram_r = {fmt(row.value)} ({ci(row)}{caveat})")
     for row in results.select(section="listening", metric="accuracy", subject=None):
         lines.append(f"listening/{row.set}/accuracy = {fmt(row.value)} ({ci(row)}, {row.n} trials; chance 0.5)")
     pred = results.value(section="genre", set="pred", metric="acc", part="", subject=None)

@@ -5,7 +5,7 @@ failed or killed evaluation leaves the previous one, or nothing). `out_dir` hold
   results.json   the results as rows (`b2m.evaluation.results`), which everything below renders
   metrics.json   decoding metrics per subject and across subjects with bootstrap 95% intervals and
                  baselines; reconstruction metrics (retrieved / generated audio) in audio spaces; genre
-                 class agreement; leave-one-genre-out; encoding-model summaries (when enabled); human
+                 class agreement; tag agreement of reconstructions (musicnn); leave-one-genre-out; encoding-model summaries (when enabled); human
                  identification accuracy of a listening test (when `listening` names its results)
   *.png          metrics with intervals, per genre, confusion matrices
   summary.md     the tables in Markdown
@@ -38,6 +38,7 @@ from b2m.evaluation.reconstruction import (ReconSet, read_reconstructions, recon
 from b2m.evaluation.report import write_report
 from b2m.evaluation.results import Result, Results
 from b2m.evaluation.summary import write_summary
+from b2m.evaluation.tags import TagResults, tag_section
 from b2m.evaluation.tables import tables
 from b2m.targets import EmbeddingSpace, build_space
 
@@ -98,6 +99,10 @@ def _write(cfg: DictConfig, run: Run, recon: list[ReconSet], own: EmbeddingSpace
         genre = genre_section(run, own, recon_sets, spaces, n_boot, seed, level)
         results.add(genre.rows)
         decoded_genres, confusions = genre.decoded, genre.confusions
+    tags = TagResults([])
+    if cfg.tags.enabled and recon:
+        tags = tag_section(run, recon, cfg.tags, int(cfg.max_draws), n_boot, seed, level)
+        results.add(tags.rows)
     if cfg.logo:
         rows, note = logo_section(run, own)
         results.add(rows)
@@ -112,5 +117,5 @@ def _write(cfg: DictConfig, run: Run, recon: list[ReconSet], own: EmbeddingSpace
     write_summary(out_dir / "summary.md", results, figures, notes)
     if cfg.report.enabled:
         write_report(out_dir / "report", run, tables(results), figures, recon, decoded_genres, cfg.report, out_dir,
-                     seed, level)
+                     seed, level, tags)
     return results

@@ -1,4 +1,5 @@
-"""Audio models with frame-level states, averaged per window of the clip: `mert`, `encodec`, `musicgen_lm`.
+"""Audio models with frame-level states, averaged per window of the clip: `mert`, `encodec`, `musicgen_lm`,
+`musicnn`.
 
 Each space computes one state per model frame over the whole clip, `[frames, D]` at the
 model's frame rate, and averages the frames whose centres fall in each window (`window_s`
@@ -14,6 +15,8 @@ window) give `(1, D)`; `window_s: 10, stride_s: 1.5` gives Brain2Music's four wi
 - `musicgen_lm`: the hidden states of layer `layer` of the MusicGen LM over the clip's own
   codec tokens, teacher-forced with MusicGen's delay pattern and no text condition: which
   component of the generator the brain follows.
+- `musicnn`: a trained music tagger's features per 3 s patch (penultimate layer, pooled front-end
+  features or the 50 tag probabilities): the one model here that learned about music with no download.
 """
 
 from __future__ import annotations
@@ -220,3 +223,32 @@ class MusicgenLMSpace(FrameSpace):
         inputs = delayed_codes(codes, int(self.decoder.config.pad_token_id))
         hidden = self.decoder(input_ids=inputs.reshape(n * k, t + k), output_hidden_states=True).hidden_states
         return hidden[self.layer][:, k:k + t]  # [N, T, D]
+
+
+class MusicnnSpace(FrameSpace):
+    """Config: `weights` (mtt | msd: musicnn trained on MagnaTagATune or the Million Song Dataset, from the
+    `musicnn` wheel), `layer` (penultimate | mean_pool | max_pool | taggram), windows. One state per 3 s
+    patch (187 frames of 256 samples at 16 kHz); a clip shorter than a patch is repeat-padded to one, as
+    musicnn was trained."""
+
+    name = "musicnn"
+    LAYERS = {"penultimate": 200, "mean_pool": 753, "max_pool": 753, "taggram": 50}
+    MODELS = {"mtt": "MTT_musicnn", "msd": "MSD_musicnn"}
+
+    def __init__(self, weights: str, layer: str, window_s: float, stride_s: float, clip_s: float) -> None:
+        if weights not in self.MODELS:
+            raise B2MError(f"musicnn.weights: {weights!r} is not one of {sorted(self.MODELS)}")
+        if layer not in self.LAYERS:
+            raise B2MError(f"musicnn.layer: {layer!r} is not one of {sorted(self.LAYERS)}")
+        from b2m.targets import musicnn  # reads the wheel's checkpoint: only for this space
+
+        self.model = musicnn.load_musicnn(self.MODELS[weights])
+        self.tags = list(musicnn.TAGS[self.MODELS[weights]])
+        self.features = musicnn.musicnn_features
+        self.sample_rate = musicnn.SAMPLE_RATE
+        self.frame_rate = musicnn.SAMPLE_RATE / (musicnn.PATCH_FRAMES * musicnn.HOP)
+        self.layer, self.dim = layer, self.LAYERS[layer]
+        super().__init__(window_s, stride_s, clip_s, weights=weights, layer=layer)
+
+    def frames(self, waves: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.from_numpy(self.features(self.model, w)[self.layer]) for w in waves.numpy()])
