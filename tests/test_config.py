@@ -64,7 +64,7 @@ def test_yaml_is_the_only_source_of_defaults():
 def test_configs_ship_inside_the_package():
     assert config_dir() == REPO / "b2m" / "conf"
     assert choices("target") == ["acoustic", "acoustic_windows", "caption", "clap", "clap_text", "encodec", "mert",
-                                 "musicgen_lm", "musicgen_text"]
+                                 "musicgen_lm", "musicgen_text", "musicnn"]
     for path in config_dir().rglob("*.yaml"):
         yaml.safe_load(path.read_text())  # every file parses
 

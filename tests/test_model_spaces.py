@@ -176,11 +176,12 @@ def test_brain2music_comparison_end_to_end(bids, tmp_path, monkeypatch, capsys):
     from b2m.experiments import brain2music
 
     out = tmp_path / "b2m"
-    args = ["--spaces", "acoustic", "clap", "--out", str(out), "--n-boot", "20", f"data.root={bids}",
+    args = ["--spaces", "acoustic", "clap", "musicnn", "--out", str(out), "--n-boot", "20", f"data.root={bids}",
             "data.preprocess.mask=null", "decoder.n_folds=3"]
     assert brain2music.main(args) == 0
     table = (out / "table.md").read_text()
     assert "| acoustic | audio | ridge |" in table and "| clap | audio | ridge |" in table
+    assert "| musicnn | audio | ridge |" in table  # the trained tagger, offline
     assert (out / "table.png").read_bytes()[:4] == b"\x89PNG"
     # A second call finds every run done and trains nothing.
     monkeypatch.setattr(brain2music, "train", lambda cfg: (_ for _ in ()).throw(AssertionError("retrained")))

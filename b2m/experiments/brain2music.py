@@ -32,7 +32,7 @@ from b2m.jobs.evaluate import evaluate
 from b2m.jobs.train import train
 from b2m.targets import space_by_name
 
-SPACES = ("clap", "clap_text", "mert", "encodec", "musicgen_lm", "acoustic", "caption", "musicgen_text")
+SPACES = ("clap", "clap_text", "mert", "encodec", "musicgen_lm", "musicnn", "acoustic", "caption", "musicgen_text")
 
 
 @dataclass(frozen=True)
