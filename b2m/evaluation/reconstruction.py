@@ -29,13 +29,28 @@ from b2m.targets import EmbeddingSpace, space_by_name
 from b2m.targets.dataset import clip_targets, embed_files
 
 
-def reconstruction_draws(space: EmbeddingSpace, per_clip: dict[str, list[Path]], clip_ids: list[str],
+class FileEmbeddings:
+    """Audio files embedded in one space, each file once: a selection's brain, first and random
+    candidates are files of the full set too, and several subjects share files."""
+
+    def __init__(self, space: EmbeddingSpace) -> None:
+        self.space = space
+        self.done: dict[Path, np.ndarray] = {}
+
+    def __call__(self, files: list[Path]) -> np.ndarray:
+        """Embeddings `[len(files), L, D]` (see `embed_files`)."""
+        todo = [f for f in dict.fromkeys(files) if f not in self.done]
+        self.done.update(zip(todo, embed_files(self.space, todo)))
+        return np.stack([self.done[f] for f in files]) if files else np.zeros((0, *self.space.shape), np.float32)
+
+
+def reconstruction_draws(embed: FileEmbeddings, per_clip: dict[str, list[Path]], clip_ids: list[str],
                          max_draws: int) -> np.ndarray:
     """Embeddings `[K, N, L, D]`: draw k is each clip's k-th file (rank k+1 or sample k), for the
     `N` clips `clip_ids`; K is the smallest file count over the clips, capped at `max_draws`."""
     k = min(max_draws, min(len(per_clip[c]) for c in clip_ids))
     files = [per_clip[c][j] for j in range(k) for c in clip_ids]
-    return embed_files(space, files).reshape(k, len(clip_ids), *space.shape)
+    return embed(files).reshape(k, len(clip_ids), *embed.space.shape)
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ def reconstruction_sets(run: Run, recon: list[ReconSet], spaces: dict[str, Embed
     """Per subject, a scored set for every reconstruction set and audio space (and its `shuffled`
     baseline), standardised by the subject's training clips embedded in that space."""
     sets: dict[str, list[ScoredSet]] = {}
+    embedded = {name: FileEmbeddings(space) for name, space in spaces.items()}
     for rec in recon:
         for subject, per_clip in rec.files.items():
             by_id = {c.clip_id: c for c in run.test_clips(subject)}
@@ -97,7 +113,7 @@ def reconstruction_sets(run: Run, recon: list[ReconSet], spaces: dict[str, Embed
                 true = np.stack([v for v in clip_targets(run.cfg.data, space, [by_id[c] for c in ids]).values()])
                 training = clip_targets(run.cfg.data, space, run.training_clips(subject))
                 scale = Standardiser.fit(np.stack(list(training.values())))
-                emb = reconstruction_draws(space, per_clip, ids, max_draws)
+                emb = reconstruction_draws(embedded[name], per_clip, ids, max_draws)
                 fields = dict(section="reconstruction", set=rec.kind, choice=rec.choice, space=name,
                               caveat=rec.caveat)
                 sets.setdefault(subject, []).append(ScoredSet(emb, true, ids, scale, **fields))

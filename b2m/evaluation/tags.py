@@ -27,10 +27,10 @@ from b2m.core.runs import Run
 from b2m.data.stimuli import StimulusSet
 from b2m.data.subjects import data_paths
 from b2m.evaluation.decoding import proportion_ci
-from b2m.evaluation.reconstruction import ReconSet, reconstruction_draws
+from b2m.evaluation.reconstruction import FileEmbeddings, ReconSet, reconstruction_draws
 from b2m.evaluation.results import Result, subject_means
 from b2m.targets import EmbeddingSpace, build_space
-from b2m.targets.dataset import clip_targets, embed_files
+from b2m.targets.dataset import clip_targets
 
 # The tags of each model that name a genre (the rest name instruments, voices, moods, eras).
 GENRE_TAGS = {
@@ -91,6 +91,7 @@ def tag_section(run: Run, recon: list[ReconSet], tcfg: DictConfig, max_draws: in
     if not 1 <= k <= len(names):
         raise B2MError(f"config: tags.top_k: {k} is outside 1-{len(names)}")
     stimuli = StimulusSet(data_paths(run.cfg.data)["stimuli"])
+    embed = FileEmbeddings(space)  # tracks and files shared by subjects and sets are tagged once
 
     out = TagResults([])
 
@@ -112,12 +113,12 @@ def tag_section(run: Run, recon: list[ReconSet], tcfg: DictConfig, max_draws: in
         ids = [c.clip_id for c in clips]
         stim = taggrams(np.stack(list(clip_targets(run.cfg.data, space, clips).values())))  # [N, 50]
         out.stimuli.update({c: top(t) for c, t in zip(ids, stim)})
-        tracks = taggrams(embed_files(space, [stimuli.track_path(c) for c in clips]))
+        tracks = taggrams(embed([stimuli.track_path(c) for c in clips]))
         add(subject, Result("tags", "stimulus_track", "", None), [agreement(tracks, stim, k, genre_idx)], ids)
         for rec in recon:
             if subject not in rec.files:
                 continue
-            draws = taggrams(reconstruction_draws(space, rec.files[subject], ids, max_draws))  # [K, N, 50]
+            draws = taggrams(reconstruction_draws(embed, rec.files[subject], ids, max_draws))  # [K, N, 50]
             for j, draw in enumerate(draws):  # draw j is each clip's j-th file
                 out.files.update({rec.files[subject][c][j]: top(t) for c, t in zip(ids, draw)})
             template = Result("tags", rec.kind, "", None, choice=rec.choice, caveat=rec.caveat)
