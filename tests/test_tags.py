@@ -35,3 +35,20 @@ def test_genre_tags_are_tags_of_their_models():
 
     for weights, model in (("mtt", "MTT_musicnn"), ("msd", "MSD_musicnn")):
         assert set(GENRE_TAGS[weights]) <= set(TAGS[model]), weights
+
+
+def test_without_the_wheel_evaluate_stops_before_writing(tuned_run, tmp_path, monkeypatch):
+    import importlib.util
+
+    from b2m.core.config import compose
+    from b2m.core.errors import B2MError
+    from b2m.jobs.evaluate import evaluate
+    from test_evaluation import write_recon
+
+    retrieval = write_recon(tuned_run, tmp_path / "retr", "retrieval", stimulus=True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "musicnn" else real(name, *a))
+    out = tmp_path / "ev"
+    with pytest.raises(B2MError, match="pip install --no-deps musicnn==0.1.0") as err:
+        evaluate(compose("evaluate", [f"run={tuned_run}", f"retrieval={retrieval}", f"out_dir={out}", "n_boot=20"]))
+    assert "\n" not in str(err.value) and not out.exists() and not (tmp_path / ".ev.partial").exists()

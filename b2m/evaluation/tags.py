@@ -21,7 +21,6 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from b2m.core.config import group_config
-from b2m.core.errors import B2MError
 from b2m.core.metrics import derange
 from b2m.core.runs import Run
 from b2m.data.stimuli import StimulusSet
@@ -77,19 +76,14 @@ class TagResults:
     files: dict[Path, list[str]] = field(default_factory=dict)
 
 
-def tag_section(run: Run, recon: list[ReconSet], tcfg: DictConfig, max_draws: int, n_boot: int, seed: int,
-                level: float) -> TagResults:
+def tag_section(run: Run, recon: list[ReconSet], space: EmbeddingSpace, tcfg: DictConfig, max_draws: int,
+                n_boot: int, seed: int, level: float) -> TagResults:
     """Rows (section `tags`) of every reconstruction set, its shuffled baseline and the `stimulus_track`
-    ceiling, per subject and mean over subjects (with intervals), for the tag config `tcfg`
-    (`weights`: mtt | msd, `top_k`); and the top tags of what was tagged."""
-    weights, k = str(tcfg.weights), int(tcfg.top_k)
-    if weights not in GENRE_TAGS:
-        raise B2MError(f"config: tags.weights: {weights!r} is not one of {sorted(GENRE_TAGS)}")
-    space = tagger(weights)
+    ceiling, per subject and mean over subjects (with intervals), tagged in `space` (`tagger`) for the
+    checked tag config `tcfg` (`weights`: mtt | msd, `top_k`); and the top tags of what was tagged."""
+    k = int(tcfg.top_k)
     names = list(space.tags)
-    genre_idx = np.array([names.index(t) for t in GENRE_TAGS[weights]])
-    if not 1 <= k <= len(names):
-        raise B2MError(f"config: tags.top_k: {k} is outside 1-{len(names)}")
+    genre_idx = np.array([names.index(t) for t in GENRE_TAGS[str(tcfg.weights)]])
     stimuli = StimulusSet(data_paths(run.cfg.data)["stimuli"])
     embed = FileEmbeddings(space)  # tracks and files shared by subjects and sets are tagged once
 

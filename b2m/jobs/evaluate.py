@@ -38,7 +38,7 @@ from b2m.evaluation.reconstruction import (ReconSet, read_reconstructions, recon
 from b2m.evaluation.report import write_report
 from b2m.evaluation.results import Result, Results
 from b2m.evaluation.summary import write_summary
-from b2m.evaluation.tags import TagResults, tag_section
+from b2m.evaluation.tags import TagResults, tag_section, tagger
 from b2m.evaluation.tables import tables
 from b2m.targets import EmbeddingSpace, build_space
 
@@ -68,10 +68,12 @@ def evaluate(cfg: DictConfig) -> Results:
     # One object per space for the whole evaluation: a model space loads its weights once.
     own = build_space(run.cfg.target)
     spaces = {name: reconstruction_space(name, run, own) for name in cfg.spaces} if recon else {}
+    # Built before anything is written: without the musicnn wheel this is the one-line error.
+    tag_space = tagger(str(cfg.tags.weights)) if cfg.tags.enabled and recon else None
 
     try:
         outputs.mark(work, "evaluate")
-        results = _write(cfg, run, recon, own, spaces, listening, work)
+        results = _write(cfg, run, recon, own, spaces, tag_space, listening, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -82,7 +84,7 @@ def evaluate(cfg: DictConfig) -> Results:
 
 
 def _write(cfg: DictConfig, run: Run, recon: list[ReconSet], own: EmbeddingSpace, spaces: dict[str, EmbeddingSpace],
-           listening: list[Result], out_dir: Path) -> Results:
+           tag_space: EmbeddingSpace | None, listening: list[Result], out_dir: Path) -> Results:
     """Everything the evaluation writes, into `out_dir`; returns the results."""
     seed, n_boot, level = int(cfg.seed), int(cfg.n_boot), float(cfg.ci_level)
     results = Results([Result("run", "", "n_test_clips", len(next(iter(run.subjects.values())).clip_ids)),
@@ -100,8 +102,8 @@ def _write(cfg: DictConfig, run: Run, recon: list[ReconSet], own: EmbeddingSpace
         results.add(genre.rows)
         decoded_genres, confusions = genre.decoded, genre.confusions
     tags = TagResults([])
-    if cfg.tags.enabled and recon:
-        tags = tag_section(run, recon, cfg.tags, int(cfg.max_draws), n_boot, seed, level)
+    if tag_space is not None:
+        tags = tag_section(run, recon, tag_space, cfg.tags, int(cfg.max_draws), n_boot, seed, level)
         results.add(tags.rows)
     if cfg.logo:
         rows, note = logo_section(run, own)
