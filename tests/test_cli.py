@@ -75,6 +75,27 @@ def test_retrieve_after_train(tmp_path):
         assert [h["rank"] for h in hits] == [1, 2, 3]
         assert all(clip_id.rsplit("_", 1)[0] not in h["path"] for h in hits)  # the stimulus is excluded
         assert all((out / "retrieval" / h["file"]).exists() for h in hits)
+    # Two shards of the index as two jobs of a multirun (a cluster launcher runs them the same way), then a
+    # run without shards that completes the index and retrieves: the single build's retrieval.
+    database, index = root / "stimuli" / "genres", tmp_path / "index"
+    res = run("retrieve.py", "-m", f"run={out}", f"database={database}", f"index_dir={index}", "shards=2",
+              "shard=0,1", f"out_dir={tmp_path / 'shard_jobs'}", "workers=1")
+    assert res.returncode == 0, res.stderr
+    assert "shard 0 of 2: " in res.stdout and "shard 1 of 2: " in res.stdout
+    assert not list((tmp_path / "shard_jobs").glob("*/*"))  # the shard jobs write only the index
+    res = run("retrieve.py", f"run={out}", f"database={database}", f"index_dir={index}", "k=3",
+              f"out_dir={tmp_path / 'from_shards'}")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "from_shards" / "retrieval_sub-001.json").read_text())["clips"] == manifest["clips"]
+    res = run("retrieve.py", f"run={out}", f"database={database}", "shards=2", "shard=1",
+              f"out_dir={tmp_path / 'no_index'}")
+    assert res.returncode == 2 and res.stderr.strip() == ("error: index_dir: a sharded build needs the index folder "
+                                                          "its shards share; give index_dir")
+    res = run("retrieve.py", f"run={out}", f"database={database}", f"index_dir={index}", "shards=2", "shard=2")
+    assert res.returncode == 2 and res.stderr.strip() == "error: shard: 2 is not one of the shards 0 to 1"
+    res = run("retrieve.py", f"run={out}", f"database={database}", "workers=-1")
+    assert res.returncode == 2 and "config: workers must be \"auto\" or an integer >= 0" in res.stderr
+
     res = run("retrieve.py", f"run={out}", f"database={tmp_path / 'none'}")
     assert res.returncode == 2 and "database folder not found" in res.stderr
     res = run("retrieve.py", f"run={out}", f"database={root / 'stimuli' / 'genres'}", "precision=int8",

@@ -1,5 +1,6 @@
 """The engine's precisions (int8 against torchao) and the `auto` probe with its cache."""
 
+import functools
 import json
 import math
 
@@ -14,7 +15,9 @@ from b2m.reconstruction.musicgen.loaders import lm_from_transformers
 from b2m.reconstruction.musicgen.precision import Int8Linear, apply_precision
 from b2m.reconstruction.musicgen.probe import PROBE_FILE, Engine, resolve_engine
 from b2m.targets.pretrained import random_musicgen
+from b2m.core import timing
 from b2m.core.config import group_config
+from helpers.clock import FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -67,30 +70,64 @@ def probe_args(reference, precision="auto"):
                 guidance=True)
 
 
+def fake_probe(monkeypatch, measured: dict[tuple[str, str], list[float]]) -> list:
+    """The probe's steps take `measured` seconds (one per round, on a fake clock); returns the engines built."""
+    clock, built = FakeClock({f"{p}/{a}": times for (p, a), times in measured.items()}), []
+    steps = clock.candidates()
+
+    def prepare(cfg, engine, *args):
+        built.append(engine)
+        return steps[f"{engine.precision}/{engine.attention}"]
+
+    monkeypatch.setattr(probe, "prepare_step", prepare)
+    monkeypatch.setattr(probe, "fastest", functools.partial(timing.fastest, clock=clock))
+    return built
+
+
 def test_auto_picks_the_fastest_measured_candidate_and_caches_it(reference, tmp_path, monkeypatch):
     monkeypatch.setenv("B2M_CACHE", str(tmp_path))
     measured = {("fp32", "sdpa"): 3.0, ("fp32", "matmul"): 2.0, ("fp32", "fused"): 2.5,
                 ("bf16", "sdpa"): 4.0, ("bf16", "matmul"): 1.0, ("bf16", "fused"): 1.5}
-    calls = []
-
-    def fake_time(cfg, engine, *args):
-        calls.append(engine)
-        return measured[(engine.precision, engine.attention)]
-
+    rounds = lambda: {key: [t] * 4 * timing.ROUNDS for key, t in measured.items()}  # noqa: E731
     monkeypatch.setattr(probe, "supported", lambda device: ["bf16", "fp32"])
-    monkeypatch.setattr(probe, "time_step", fake_time)
+    calls = fake_probe(monkeypatch, rounds())
     assert resolve_engine(**probe_args(reference)) == Engine("bf16", "matmul")
-    assert len(calls) == 6  # every supported precision with every CPU kernel
+    assert calls[0] == Engine("fp32", "sdpa") and len(calls) == 6  # every precision with every CPU kernel
     cache = json.loads((tmp_path / PROBE_FILE).read_text())
     (entry,) = cache.values()
     assert entry["choice"] == "bf16/matmul" and entry["seconds_per_step"]["fp32/sdpa"] == 3.0
+    assert entry["spread"]["fp32/sdpa"] == 0.0
     assert resolve_engine(**probe_args(reference)) == Engine("bf16", "matmul")
     assert len(calls) == 6  # the second call read the cache
+    calls = fake_probe(monkeypatch, rounds())
     assert resolve_engine(**probe_args(reference, "fp32")) == Engine("fp32", "matmul")  # a fixed precision
-    assert {e.precision for e in calls[6:]} == {"fp32"} and len(calls) == 9
+    assert {e.precision for e in calls} == {"fp32"} and len(calls) == 3
     (tmp_path / PROBE_FILE).write_text("{not json")
+    calls = fake_probe(monkeypatch, rounds())
     assert resolve_engine(**probe_args(reference)) == Engine("bf16", "matmul")  # a damaged cache: probe again
-    assert len(calls) == 15
+    assert len(calls) == 6
+
+
+def test_a_close_or_disturbed_measurement_keeps_the_incumbent_and_a_disturbed_one_is_not_cached(
+        reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("B2M_CACHE", str(tmp_path))
+    monkeypatch.setattr(probe, "supported", lambda device: ["bf16", "fp32"])
+    monkeypatch.setattr(probe, "attention_kernels", lambda device: ("sdpa",))
+    noise = [0.0, 0.03, -0.03, 0.02, -0.02, 0.01, -0.01]
+    # bf16 2% faster in the median, within the timings' spread: fp32 stays, and is cached.
+    fake_probe(monkeypatch, {("fp32", "sdpa"): [1.0 + e for e in noise], ("bf16", "sdpa"): [0.98 + e for e in noise]})
+    assert resolve_engine(**probe_args(reference)) == Engine("fp32", "sdpa")
+    (entry,) = json.loads((tmp_path / PROBE_FILE).read_text()).values()
+    assert entry["choice"] == "fp32/sdpa" and entry["seconds_per_step"]["bf16/sdpa"] < entry["seconds_per_step"]["fp32/sdpa"]
+
+    # Another job on the cores in some rounds: bf16 looks twice as fast, but nothing is cached.
+    (tmp_path / PROBE_FILE).unlink()
+    fake_probe(monkeypatch, {("fp32", "sdpa"): [1.0, 6.0, 1.0, 6.0, 1.0, 6.0, 6.0],
+                             ("bf16", "sdpa"): [0.5, 0.5, 3.0, 0.5, 3.0, 0.5, 0.5]})
+    with pytest.warns(UserWarning, match=r"timings spread by up to \d+% .*this run uses fp32/sdpa and the next one "
+                                         r"probes again"):
+        assert resolve_engine(**probe_args(reference)) == Engine("fp32", "sdpa")
+    assert not (tmp_path / PROBE_FILE).exists()
 
 
 def test_a_fused_kernel_that_does_not_compile_is_left_out(reference, tmp_path, monkeypatch):

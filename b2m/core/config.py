@@ -290,6 +290,8 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "generator.temperature": _interval(0, lo_open=True), "generator.guidance_scale": _interval(0),
     "generator.precision": _one_of("auto", "fp32", "bf16", "fp16", "int8"),  # musicgen.precision.PRECISIONS
     "k": _COUNT, "precision": _one_of("auto", "fp32", "bf16"),  # retrieve.py's first pass
+    "workers": (lambda x: x == "auto" or _interval(0, integer=True)[0](x), '"auto" or an integer >= 0'),
+    "shards": _COUNT, "shard": _interval(0, integer=True),
     "select.method": _one_of("none", "brain"), "select.n_folds": _interval(2, integer=True),
     "select.alphas": _POSITIVE, "select.seed": _interval(0, integer=True),
 }

@@ -65,8 +65,13 @@ def _generate(cfg: DictConfig) -> None:
 
 
 def _retrieve(cfg: DictConfig) -> None:
-    from b2m.jobs.retrieve import retrieve as job
+    from b2m.jobs.retrieve import index_shard, retrieve as job
 
+    if cfg.shards > 1:
+        summary = index_shard(cfg)
+        print(f"shard {cfg.shard} of {cfg.shards}: {summary['new']} file(s) embedded now, {len(summary['errors'])} "
+              f"unreadable; {summary['files']} in {cfg.index_dir} so far (retrieve.py without shards completes it)")
+        return
     manifests = job(cfg)
     print(f"retrieved top-{cfg.k} for {len(manifests)} subject(s); manifests in {cfg.out_dir}/retrieval_*.json"
           + ("; brain-guided selection in selection_*.json" if cfg.select.method == "brain" else ""))

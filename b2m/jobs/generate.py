@@ -3,9 +3,10 @@
 Reads `<predictions>/predictions/<subject>.npz` (a train out_dir, or its predictions folder)
 through `b2m.core.runs`; writes `<out_dir>/<subject>/<clip_id>_<k>.wav` and `manifest.jsonl`
 (`b2m.reconstruction.musicgen.batch`). `trainer.devices=N trainer.strategy=ddp` shards the
-work with Lightning's distributed sampler; a rerun generates only what is missing. With `select=brain`
-the `generator.n_samples` wavs of each clip are the candidates of brain-guided selection
-(`b2m.reconstruction.selection`), which needs the training run folder: `selection_<subject>.json`.
+work with Lightning's distributed sampler, whole batches to each rank, so the wavs are one
+process's; a rerun generates only what is missing. With `select=brain` the `generator.n_samples`
+wavs of each clip are the candidates of brain-guided selection (`b2m.reconstruction.selection`),
+which needs the training run folder: `selection_<subject>.json`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from b2m.core import outputs
 from b2m.core.config import check_accelerator, check_values
 from b2m.core.errors import B2MError
 from b2m.core.runs import PREDICTIONS, load_run, prediction_files
-from b2m.reconstruction.musicgen.batch import (FRAME_RATE, MANIFEST, MAX_DURATION_S, GenerationModule, Job,
-                                               JobDataset, config_hash, plan_jobs, read_records, wav_done,
-                                               write_manifest)
+from b2m.reconstruction.musicgen.batch import (FRAME_RATE, MANIFEST, MAX_DURATION_S, BatchDataset, GenerationModule,
+                                               Job, config_hash, plan_jobs, read_records, wav_done, write_manifest)
 from b2m.reconstruction.musicgen.builders import build_generator
 from b2m.reconstruction.musicgen.probe import resolve_engine
 from b2m.reconstruction.selection import apply_selection, check_selection, clear_selection
@@ -75,7 +75,7 @@ def generate(cfg: DictConfig) -> dict:
                          strategy=cfg.trainer.get("strategy", "auto"), logger=False, enable_checkpointing=False,
                          enable_model_summary=False, use_distributed_sampler=True)
     if todo:
-        loader = DataLoader(JobDataset(todo, preds), batch_size=int(gen.batch_size), shuffle=False)
+        loader = DataLoader(BatchDataset(todo, preds, int(gen.batch_size)), batch_size=None, shuffle=False)
         trainer.predict(module, dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()
     records = read_records(out_dir)

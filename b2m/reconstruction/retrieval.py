@@ -6,12 +6,19 @@ An index folder holds one embedding per audio file in an audio space:
 <index>/index.json              the space (name, config, shape) and the audio root
 <index>/parts/000000.npy        float32 [n, L * D], one row per embedded file
 <index>/parts/000000.jsonl      one line per file of the chunk: {"path", "size", "mtime_ns"} (+ "error")
+<index>/parts/2of8-000000.*     a chunk of shard 2 of 8 (`Shard`), the same two files
 <index>/errors.jsonl            every file that could not be embedded (rewritten after each build)
 ```
 
 Files are embedded in chunks; a chunk is complete once its `.jsonl` exists (written
 after its `.npy`), so a killed build resumes without redoing finished files, and
-running the build again on a grown folder embeds only the new files. A chunk holding a file that
+running the build again on a grown folder embeds only the new files. Worker processes
+(`workers`) each decode and embed a chunk at a time (every space embeds on the CPU: the work
+spreads evenly over the cores whether decoding or embedding dominates); this one writes them.
+A build of shard i of n embeds only the files whose path hashes to i, so n processes or
+cluster jobs can build one index folder together; whatever set of chunks holds the files,
+the loaded index is the same (rows in path order), so a last unsharded build (which embeds
+anything the shards missed) turns them into the index a single build makes. A chunk holding a file that
 was since deleted, or replaced (another size or modification time), is dropped and its remaining
 files embedded again: the index never describes audio the database no longer holds. Queries are
 cosine top-k over the flattened `[L * D]` vectors, batched in torch (CUDA when present).
@@ -30,25 +37,29 @@ per device and width and keeps bf16 only where it is clearly faster (`first_pass
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import re
 import shutil
 import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from b2m.core.clips import sanitise
 from b2m.data.stimuli import load_audio_file
 from b2m.core.errors import B2MError
-from b2m.core.io import atomic_path, file_digest, save_npy, write_json, write_text
+from b2m.core.io import atomic_path, file_digest, locked, save_npy, write_json, write_text
 from b2m.core.log import progress
 from b2m.core.runs import SubjectPredictions
+from b2m.core.timing import fastest
 from b2m.reconstruction import Manifest, inside
 from b2m.targets.base import EmbeddingSpace
 
@@ -80,25 +91,33 @@ def first_pass_error(dim: int, magnitude: float | torch.Tensor = 1.0) -> float |
 
 def first_pass_precision(unit: torch.Tensor) -> str:
     """`"bf16"` if a bfloat16 product of 64 queries with (a sample of) `unit` `[M, F]` takes at most
-    `_BF16_WORTH` of the float32 product's time on this device and stays within `first_pass_error`
-    of it, else `"fp32"`; measured once per device, width and thread count, never guessed."""
+    `_BF16_WORTH` of the float32 product's time on this device beyond the spread of the timings
+    (`b2m.core.timing.fastest`, fp32 the incumbent) and stays within `first_pass_error` of it, else
+    `"fp32"`; measured once per device, width and thread count, never guessed. Timings that look
+    disturbed give fp32 for this index and are measured again for the next."""
     key = (unit.device.type, unit.shape[1], torch.get_num_threads())
     if key not in _PROBED:
         sample = unit[: min(len(unit), 16384)]
         q = sample[:64].clone()
-        timings, products = {}, {}
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        products: dict[str, torch.Tensor] = {}
+
+        def product(name: str, dtype: torch.dtype) -> Callable[[], None]:
             a, b = q.to(dtype), sample.to(dtype)
-            best = float("inf")
-            for _ in range(3):  # the first run warms the kernels up
-                start = time.perf_counter()
+
+            def run() -> None:
                 products[name] = (a @ b.T).float()
                 products[name].sum().item()
-                best = min(best, time.perf_counter() - start)
-            timings[name] = best
+
+            run()  # warms the kernel up
+            return run
+
+        measured = fastest({"fp32": product("fp32", torch.float32), "bf16": product("bf16", torch.bfloat16)},
+                           needs=_BF16_WORTH)
         # The exactness argument needs the error bound to hold on this machine's kernels (fp32 accumulation).
         within = float((products["bf16"] - products["fp32"]).abs().max()) <= first_pass_error(unit.shape[1])
-        _PROBED[key] = "bf16" if within and timings["bf16"] <= _BF16_WORTH * timings["fp32"] else "fp32"
+        if measured.disturbed:
+            return "fp32"
+        _PROBED[key] = measured.name if within else "fp32"
     return _PROBED[key]
 
 
@@ -142,10 +161,13 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise B2MError(f"{path}: not a retrieval index description ({err}); use another index folder") from None
 
 
+_PART = re.compile(r"(\d+of\d+-)?(\d+)")
+
+
 def _complete_parts(index_dir: Path) -> list[Path]:
-    """The `.jsonl` of each complete chunk, in order (`00000.jsonl`, ...; a temporary file a killed write
-    left, `.00003.*.tmp.jsonl`, is not one)."""
-    return sorted(p for p in (index_dir / PARTS).glob("*.jsonl") if p.stem.isdigit())
+    """The `.jsonl` of each complete chunk, in order (`000000.jsonl`, `2of8-000000.jsonl`, ...; a temporary
+    file a killed write left, `.000003.*.tmp.jsonl`, is not one)."""
+    return sorted(p for p in (index_dir / PARTS).glob("*.jsonl") if _PART.fullmatch(p.stem))
 
 
 def _index_meta(space: EmbeddingSpace, audio_dir: Path) -> dict[str, Any]:
@@ -153,14 +175,40 @@ def _index_meta(space: EmbeddingSpace, audio_dir: Path) -> dict[str, Any]:
             "shape": list(space.shape), "audio_root": str(audio_dir.resolve())}
 
 
-def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSpace,
-                chunk_size: int = 64) -> dict[str, Any]:
-    """Embed every audio file under `audio_dir` into `index_dir`, resuming where a previous build stopped.
+@dataclass(frozen=True)
+class Shard:
+    """Shard `number` of `count` of a database: the files whose path (relative to the audio root) hashes
+    to `number` modulo `count`, a split that does not move when files are added. `Shard()` is everything."""
 
-    Returns a summary: `{"files": embedded in total, "new": embedded now, "errors": [{"path", "error"}]}`.
-    Unreadable files are recorded in `errors.jsonl` and skipped (delete the chunk's
-    `parts/*.jsonl` to redo that chunk). An index built with another space or audio
-    folder is refused.
+    number: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.number < self.count:
+            raise B2MError(f"retrieval: shard {self.number} of {self.count} does not exist; shards are 0 to "
+                           f"{self.count - 1}")
+
+    def holds(self, path: str) -> bool:
+        digest = hashlib.sha256(path.encode()).digest()
+        return self.count == 1 or int.from_bytes(digest[:8], "little") % self.count == self.number
+
+    @property
+    def prefix(self) -> str:
+        """What names this shard's chunks apart from other shards' (none for the whole database)."""
+        return "" if self.count == 1 else f"{self.number}of{self.count}-"
+
+
+def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSpace, chunk_size: int = 16,
+                workers: int = 0, shard: Shard = Shard()) -> dict[str, Any]:
+    """Embed every audio file under `audio_dir` (of `shard`) into `index_dir`, resuming where a previous
+    build stopped.
+
+    `workers` processes decode and embed (0: this process does); `chunk_size` files are embedded in
+    one batch. Returns a summary: `{"files": embedded in total (every shard), "new": embedded now,
+    "errors": [{"path", "error"}]}`. Unreadable files are recorded in `errors.jsonl` and skipped
+    (delete the chunk's `parts/*.jsonl` to redo that chunk). An index built with another space or
+    audio folder is refused. Two builds of one shard at a time on one machine are refused (a
+    B2MError); across machines, run each shard once.
     """
     audio_dir, index_dir = Path(audio_dir), Path(index_dir)
     if space.modality != "audio":
@@ -172,25 +220,31 @@ def build_index(audio_dir: str | Path, index_dir: str | Path, space: EmbeddingSp
         if (old.get("cache_key"), old["audio_root"]) != (meta["cache_key"], meta["audio_root"]):
             raise B2MError(f"{meta_path}: index was built with space {old.get('cache_key')} over {old['audio_root']}, "
                            f"not {meta['cache_key']} over {meta['audio_root']}; use another index folder")
-    else:
-        write_json(meta_path, meta)
-
-    parts = _fresh_parts(audio_dir, _complete_parts(index_dir))  # {part's .jsonl: its entries}
-    done = {entry["path"] for entries in parts.values() for entry in entries}
-    files = [p for p in list_audio(audio_dir) if p.relative_to(audio_dir).as_posix() not in done]
-    new, number = 0, 1 + max((int(p.stem) for p in parts), default=-1)
-    for lo in progress(range(0, len(files), chunk_size), f"index {space.name}", unit="chunks") if files else ():
-        entries, emb = _embed_chunk(space, audio_dir, files[lo:lo + chunk_size])
-        # The .npy first: the .jsonl is what marks the chunk complete.
-        name = f"{number:06d}"
-        number += 1
-        save_npy(index_dir / PARTS / f"{name}.npy", emb)
-        write_text(index_dir / PARTS / f"{name}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
-        parts[index_dir / PARTS / f"{name}.jsonl"] = entries
-        new += len(emb)
+    with locked(index_dir / PARTS / (shard.prefix or "all")):
+        if not meta_path.exists():
+            write_json(meta_path, meta)
+        parts = _fresh_parts(audio_dir, _complete_parts(index_dir))  # {part's .jsonl: its entries}
+        done = {entry["path"] for entries in parts.values() for entry in entries}
+        files = [p for p in list_audio(audio_dir) if (rel := p.relative_to(audio_dir).as_posix()) not in done
+                 and shard.holds(rel)]
+        new = 0
+        names = [_PART.fullmatch(p.stem) for p in parts]
+        number = 1 + max((int(m[2]) for m in names if (m[1] or "") == shard.prefix), default=-1)
+        # Chunks are written as they finish, in any order: the index's rows are in path order however
+        # its chunks split the files (`RetrievalIndex.load`), and no worker waits for a slower one.
+        chunks = DataLoader(_EmbeddedChunks(files, audio_dir, space, chunk_size), batch_size=None,
+                            collate_fn=_as_is, num_workers=workers, in_order=False)
+        for entries, emb in progress(chunks, f"index {space.name}", unit="chunks") if files else ():
+            # The .npy first: the .jsonl is what marks the chunk complete.
+            name = f"{shard.prefix}{number:06d}"
+            number += 1
+            save_npy(index_dir / PARTS / f"{name}.npy", emb)
+            write_text(index_dir / PARTS / f"{name}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+            parts[index_dir / PARTS / f"{name}.jsonl"] = entries
+            new += len(emb)
 
     entries = [e for part_entries in parts.values() for e in part_entries]
-    errors = [e for e in entries if "error" in e]
+    errors = sorted((e for e in entries if "error" in e), key=lambda e: e["path"])
     write_text(index_dir / ERRORS_FILE, "".join(json.dumps(e) + "\n" for e in errors))
     for e in errors:
         tqdm.write(f"retrieval: skipped {e['path']}: {e['error']}", file=sys.stderr)
@@ -209,30 +263,52 @@ def _file_state(path: Path) -> dict[str, int] | None:
 def _fresh_parts(audio_dir: Path, parts: list[Path]) -> dict[Path, list[dict[str, Any]]]:
     """The entries of each complete chunk of `parts` whose files are all still in the database as they were
     embedded; the other chunks are deleted (their `.jsonl` first: it marks a chunk complete), to be
-    embedded again."""
+    embedded again (by the build of the shard that holds each file)."""
     kept = {}
     for part in parts:
+        if not part.exists():  # another shard's build found it stale and deleted it
+            continue
         entries = _read_jsonl(part)
         if all(_file_state(audio_dir / _entry_path(part, e)) == {k: e.get(k) for k in ("size", "mtime_ns")}
                for e in entries):
             kept[part] = entries
         else:
-            part.unlink()
+            part.unlink(missing_ok=True)
             part.with_suffix(".npy").unlink(missing_ok=True)
     return kept
 
 
-def _embed_chunk(space: EmbeddingSpace, audio_dir: Path, files: Sequence[Path]
-                 ) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Embed one chunk: its index entries (errors included, in file order) and `[n_ok, L * D]` rows."""
-    entries: list[dict[str, Any]] = []
-    waves: dict[int, np.ndarray] = {}
-    for i, path in enumerate(files):
-        entries.append({"path": path.relative_to(audio_dir).as_posix(), **(_file_state(path) or {})})
-        try:
-            waves[i] = load_audio_file(path, space.sample_rate)
-        except (B2MError, OSError) as err:
-            entries[i]["error"] = str(err)
+class _EmbeddedChunks(Dataset):
+    """Item i: chunk i of `files` decoded and embedded in `space`, `(entries, rows)`: every file's index
+    entry (with the reason it could not be embedded, if so) and `[n_ok, L * D]` float32 rows. In worker
+    processes both steps run there: every space embeds on the CPU, which the workers then share."""
+
+    def __init__(self, files: Sequence[Path], audio_dir: Path, space: EmbeddingSpace, chunk_size: int) -> None:
+        self.files, self.audio_dir, self.space, self.chunk_size = list(files), audio_dir, space, chunk_size
+
+    def __len__(self) -> int:
+        return -(-len(self.files) // self.chunk_size)
+
+    def __getitem__(self, i: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+        entries: list[dict[str, Any]] = []
+        waves: dict[int, np.ndarray] = {}
+        for n, path in enumerate(self.files[i * self.chunk_size:(i + 1) * self.chunk_size]):
+            entries.append({"path": path.relative_to(self.audio_dir).as_posix(), **(_file_state(path) or {})})
+            try:
+                waves[n] = load_audio_file(path, self.space.sample_rate)
+            except (B2MError, OSError, ValueError, MemoryError) as err:  # a bad file costs only itself
+                entries[n]["error"] = str(err)
+        return entries, _embed(self.space, waves, entries)
+
+
+def _as_is(chunk: Any) -> Any:
+    """The DataLoader's collate function: a chunk stays as it is (module level: workers pickle it)."""
+    return chunk
+
+
+def _embed(space: EmbeddingSpace, waves: dict[int, np.ndarray], entries: list[dict[str, Any]]) -> np.ndarray:
+    """`[n_ok, L * D]` float32 rows of `waves` (by position in the chunk), in order; a wave the space
+    refuses or embeds to non-finite values gets its reason in `entries` instead."""
     try:
         rows = dict(zip(waves, space.embed_batch(list(waves.values()))))
     except B2MError:
@@ -248,7 +324,7 @@ def _embed_chunk(space: EmbeddingSpace, audio_dir: Path, files: Sequence[Path]
         del rows[i]
     dim = int(np.prod(space.shape))
     emb = np.stack([rows[i].reshape(-1) for i in sorted(rows)]) if rows else np.zeros((0, dim))
-    return entries, emb.astype(np.float32)
+    return emb.astype(np.float32)
 
 
 def _entry_path(part: Path, entry: Any) -> str:
@@ -313,14 +389,19 @@ class RetrievalIndex:
             except (OSError, ValueError, EOFError) as err:
                 raise B2MError(f"{part.with_suffix('.npy')}: unreadable index part ({err}); delete "
                                f"{part.name} to redo that chunk") from None
-            paths.extend(str(root / _entry_path(part, e)) for e in _read_jsonl(part) if "error" not in e)
+            paths.extend(_entry_path(part, e) for e in _read_jsonl(part) if "error" not in e)
         embeddings = np.concatenate(chunks)
         if len(paths) != len(embeddings) or embeddings.shape[1] != dim:
             raise B2MError(f"{index_dir}: {len(paths)} files but embeddings {embeddings.shape}; "
                            f"the index is damaged, rebuild it")
         if not paths:
             raise B2MError(f"{index_dir}: the index holds no embedded files")
-        return cls(embeddings, paths, device=device, meta=meta, precision=precision)
+        # Rows in path order, each file once: however shards and resumed builds split the files into
+        # chunks, the index is the same.
+        first = dict(zip(reversed(paths), range(len(paths) - 1, -1, -1)))  # path -> its first row
+        rows = [first[path] for path in sorted(first, key=lambda path: path.split("/"))]  # as list_audio sorts
+        return cls(embeddings[rows], [str(root / paths[i]) for i in rows], device=device, meta=meta,
+                   precision=precision)
 
     def __len__(self) -> int:
         return len(self.paths)

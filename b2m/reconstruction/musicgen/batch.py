@@ -107,16 +107,23 @@ def read_records(out_dir: Path) -> dict[tuple[str, str, int], dict]:
 
 
 # ----------------------------------------------------------------- Lightning pieces
-class JobDataset(Dataset):
-    def __init__(self, jobs: list[Job], preds: dict[str, np.ndarray]):
-        self.jobs, self.preds = jobs, preds
+class BatchDataset(Dataset):
+    """Item i: batch i of `jobs`, `{"job": int64 [B] positions in jobs, "cond": float32 [B, L, D]}`.
+
+    A batch, not a wav, is the unit of work: DDP ranks (Lightning's distributed sampler splits the
+    items) then run the very batches one process runs, the same rows through the same kernels, so the
+    wavs they write are the ones a single process writes."""
+
+    def __init__(self, jobs: list[Job], preds: dict[str, np.ndarray], batch_size: int):
+        self.jobs, self.preds, self.batch_size = jobs, preds, batch_size
 
     def __len__(self) -> int:
-        return len(self.jobs)
+        return -(-len(self.jobs) // self.batch_size)
 
     def __getitem__(self, i: int) -> dict:
-        job = self.jobs[i]
-        return {"job": i, "cond": torch.from_numpy(self.preds[job.subject][job.index])}
+        rows = range(i * self.batch_size, min(len(self.jobs), (i + 1) * self.batch_size))
+        cond = np.stack([self.preds[self.jobs[r].subject][self.jobs[r].index] for r in rows])
+        return {"job": torch.tensor(list(rows)), "cond": torch.from_numpy(cond)}
 
 
 class GenerationModule(pl.LightningModule):

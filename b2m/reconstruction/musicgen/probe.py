@@ -5,16 +5,19 @@ EPYC and 1.35x slower on a 2-core Intel Xeon with the same instruction flags, CP
 to plain products in bf16 but not always in fp32, and the compiled `fused` kernel wins only
 once the cache is long enough to outweigh its call overhead (batch 32, bf16: even at 30
 steps, 1.4x faster at 250). So nothing is guessed: each candidate (precision x attention
-kernel, `lm.attention_kernels`) runs a few steps of a model with the real widths,
-PROBE_LAYERS layers of random weights, at the real batch rows and at mid-generation (the
-mean KV-cache length); the fastest wins. A fixed precision (fp32, bf16, fp16, int8) only
-probes the kernel. A `fused` candidate whose compilation fails is left out (the reason is
-kept in the cache under `unavailable`).
+kernel, `lm.attention_kernels`) runs steps of a model with the real widths, PROBE_LAYERS
+layers of random weights, at the real batch rows and at mid-generation (the mean KV-cache
+length), in interleaved rounds (`b2m.core.timing.fastest`). The incumbent, fp32 with the first
+kernel (fp32 is the reference's arithmetic), is kept unless a candidate is faster beyond the
+spread of the timings, so kernels within noise of each other do not swap from run to run. A
+fixed precision (fp32, bf16, fp16, int8) only probes the kernel. A `fused` candidate whose
+compilation fails is left out (the reason is kept in the cache under `unavailable`).
 
 Results are cached in `<cache_root>/engine_probe.json`, keyed by the candidates, the machine
 (CPU model or GPU name, torch threads, torch version), the model widths, rows and steps: a
 machine probes a shape once, and DDP ranks on one machine, which wait on a file lock, agree on
-the choice.
+the choice. Timings that look disturbed (other work on the cores) are not cached: that run uses
+the incumbent, and the next one probes again.
 """
 
 from __future__ import annotations
@@ -22,19 +25,20 @@ from __future__ import annotations
 import fcntl
 import json
 import platform
-import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from b2m.core.io import write_text
+from b2m.core.timing import fastest
 from b2m.reconstruction.musicgen.lm import LMConfig, MusicGenLM, attention_kernels
 from b2m.reconstruction.musicgen.precision import apply_precision, supported
 from b2m.targets.pretrained import cache_root
 
 PROBE_LAYERS = 2
-PROBE_STEPS = 3  # timed steps per candidate, after one warm-up step; the fastest step counts
 PROBE_FILE = "engine_probe.json"
 
 
@@ -66,26 +70,25 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def time_step(cfg: LMConfig, engine: Engine, device: torch.device, batch: int, n_steps: int, text_len: int,
-              guidance: bool) -> float:
-    """Seconds of the fastest of PROBE_STEPS steps at mid-generation, on a random PROBE_LAYERS-layer model."""
+def prepare_step(cfg: LMConfig, engine: Engine, device: torch.device, batch: int, n_steps: int, text_len: int,
+                 guidance: bool) -> Callable[[], None]:
+    """One step at mid-generation of a random PROBE_LAYERS-layer model run by `engine`, as a call to time
+    (already run once: compiled kernels and buffers are warm)."""
     torch.manual_seed(0)
     lm = engine.apply(MusicGenLM(replace(cfg, n_layers=min(cfg.n_layers, PROBE_LAYERS))).to(device))
     with torch.no_grad():
         state = lm.new_state(torch.randn(batch, text_len, cfg.cond_dim), n_steps - cfg.n_codebooks + 1,
                              guidance_scale=3.0 if guidance else 1.0, seeds=torch.arange(batch))
-        best = float("inf")
-        for i in range(PROBE_STEPS + 1):
-            state.t.fill_(n_steps // 2)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            lm.advance(state, kv_len=n_steps // 2 + 1)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i:
-                best = min(best, time.perf_counter() - start)
-    return best
+
+    @torch.no_grad()
+    def step() -> None:
+        state.t.fill_(n_steps // 2)
+        lm.advance(state, kv_len=n_steps // 2 + 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()
+    return step
 
 
 def resolve_engine(precision: str, cfg: LMConfig, device: torch.device, batch: int, n_steps: int,
@@ -106,16 +109,24 @@ def resolve_engine(precision: str, cfg: LMConfig, device: torch.device, batch: i
         except (json.JSONDecodeError, OSError):
             cache = {}  # a damaged cache is only a cache: probe again
         if key not in cache:
-            timings, unavailable = {}, {}
-            for engine in (Engine(p, a) for p in precisions for a in kernels):
+            # The incumbent first: fp32 (the reference's arithmetic) where it is a candidate.
+            engines = [Engine(p, a) for p in sorted(precisions, key=lambda p: p != "fp32") for a in kernels]
+            steps, unavailable = {}, {}
+            for engine in engines:
                 name = f"{engine.precision}/{engine.attention}"
                 try:
-                    timings[name] = time_step(cfg, engine, device, batch, n_steps, text_len, guidance)
+                    steps[name] = prepare_step(cfg, engine, device, batch, n_steps, text_len, guidance)
                 except RuntimeError as err:  # torch.compile's failures (no C++ compiler, say) are RuntimeErrors
                     if engine.attention != "fused":
                         raise
                     unavailable[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
-            cache[key] = {"choice": min(timings, key=timings.get), "seconds_per_step": timings,
+            measured = fastest(steps)
+            if measured.disturbed:
+                warnings.warn(f"generator.precision=auto: the engine probe's timings spread by up to "
+                              f"{max(measured.spread.values()):.0%} (other work on this machine?); this run uses "
+                              f"{measured.name} and the next one probes again", stacklevel=2)
+                return Engine(*measured.name.split("/"))
+            cache[key] = {"choice": measured.name, "seconds_per_step": measured.seconds, "spread": measured.spread,
                           "unavailable": unavailable}
             write_text(path, json.dumps(cache, indent=1, sort_keys=True))
     choice = cache[key]["choice"]
