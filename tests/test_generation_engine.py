@@ -80,7 +80,7 @@ def fake_probe(monkeypatch, measured: dict[tuple[str, str], list[float]]) -> lis
         return steps[f"{engine.precision}/{engine.attention}"]
 
     monkeypatch.setattr(probe, "prepare_step", prepare)
-    monkeypatch.setattr(probe, "fastest", functools.partial(timing.fastest, clock=clock))
+    monkeypatch.setattr(probe, "fastest", functools.partial(timing.fastest, min_sample_s=0, clock=clock))
     return built
 
 

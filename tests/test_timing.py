@@ -12,7 +12,8 @@ from helpers.clock import FakeClock
 
 def choose(times: dict[str, list[float]], **kwargs):
     clock = FakeClock(times)
-    return fastest(clock.candidates(), rounds=len(next(iter(times.values()))), clock=clock, **kwargs), clock
+    return fastest(clock.candidates(), rounds=len(next(iter(times.values()))), min_sample_s=0, clock=clock,
+                   **kwargs), clock
 
 
 def test_rounds_interleave_the_candidates_in_rotated_order():
@@ -58,3 +59,11 @@ def test_equal_candidates_under_noise_keep_the_incumbent_where_the_fastest_singl
 
 def fastest_of(a: list[float], b: list[float], **kwargs):
     return choose({"a": a, "b": b}, **kwargs)[0]
+
+
+def test_a_call_shorter_than_a_sample_is_repeated_within_each_timing():
+    clock = FakeClock({"a": [0.001] * 100, "b": [0.004] * 100})
+    choice = fastest(clock.candidates(), rounds=3, min_sample_s=0.005, clock=clock)
+    # One calibrating call each, then per round 5 calls of a (1 ms) and 2 of b (4 ms).
+    assert clock.calls.count("a") == 1 + 3 * 5 and clock.calls.count("b") == 1 + 3 * 2
+    assert choice.seconds == pytest.approx({"a": 0.001, "b": 0.004}) and choice.name == "a"
