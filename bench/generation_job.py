@@ -133,7 +133,8 @@ def main() -> None:
               f"{len(wavs)} wavs; one process {t_one:.1f} s, {args.processes} DDP processes {t_split:.1f} s; "
               f"wavs byte-identical: {equal} of {len(wavs)}; "
               f"manifest records equal: {'yes' if single == split else 'no'}")
-    print(f"projected: {projected / 3600:.2f} h; split identical: {'yes' if identical else 'no'}")
+    shown = "not measured" if math.isnan(projected) else f"{projected / 3600:.2f} h"
+    print(f"projected: {shown}; split identical: {'yes' if identical else 'no'}")
 
 
 if __name__ == "__main__":

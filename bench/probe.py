@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import tempfile
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -45,15 +44,14 @@ def main() -> None:
     for batch in args.batches:
         choices = []
         for run in range(args.runs):
-            with tempfile.TemporaryDirectory() as cache, warnings.catch_warnings(record=True) as said:
-                warnings.simplefilter("always")
+            with tempfile.TemporaryDirectory() as cache:
                 os.environ["B2M_CACHE"] = cache
                 engine = resolve_engine("auto", cfg, torch.device("cpu"), batch, args.steps, TEXT_LEN, True)
                 entry = _only_entry(os.path.join(cache, PROBE_FILE))
             choices.append(f"{engine.precision}/{engine.attention}")
             times = ", ".join(f"{name} {1e3 * s:.1f} ms ({100 * entry['spread'][name]:.0f}%)"
                               for name, s in sorted(entry["seconds_per_step"].items())) if entry else "not cached"
-            print(f"engine, batch {batch}, run {run + 1}: {choices[-1]}{' (disturbed)' if said else ''}; {times}")
+            print(f"engine, batch {batch}, run {run + 1}: {choices[-1]}{'' if entry else ' (disturbed)'}; {times}")
         stable &= len(set(choices)) == 1
 
     unit = F.normalize(torch.randn(100_000, 768, generator=torch.Generator().manual_seed(0)), dim=1)
